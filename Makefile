@@ -1,0 +1,65 @@
+# opslib: the README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROJECT ?= shop
+export VENV
+
+.PHONY: help venv engine stack demo test lint typecheck unit lab report clean-outputs demo-down
+
+help:
+	@echo "make demo   - set up everything (venv, Docker engine, demo stack + data) and run every runbook"
+	@echo "make test   - ruff, mypy, unit + integration tests against the demo stack, nbval on notebooks"
+	@echo "make lab    - open the runbooks in JupyterLab"
+	@echo "make stack  - only build/start the demo stack and load its data"
+
+# The virtualenv is rebuilt only when pyproject.toml changes.
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $@
+
+venv: $(BIN)/.installed
+
+engine: venv
+	scripts/docker-engine.sh
+
+stack: engine
+	$(BIN)/python scripts/demo_stack.py up
+
+demo: stack
+	$(BIN)/opslib run --all --project $(PROJECT); status=$$?; \
+	  $(BIN)/opslib report >/dev/null; \
+	  echo; echo "Reports: $(CURDIR)/outputs/index.html (every run), outputs/<runbook>/<run>/report.html"; \
+	  exit $$status
+
+lint: venv
+	$(BIN)/ruff check opslib tests benchmarks scripts
+	$(BIN)/ruff format --check opslib tests benchmarks scripts || true
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest tests/unit -q
+
+# Without an engine the Docker tests skip on a laptop; with CI=true they fail instead.
+test: venv
+	@scripts/docker-engine.sh || { if [ "$${CI:-}" = "true" ]; then exit 1; else echo "(no Docker engine: Docker tests will skip)"; fi; }
+	$(MAKE) --no-print-directory lint typecheck
+	$(BIN)/pytest tests --nbval-lax notebooks -p no:cacheprovider
+
+lab: venv
+	$(BIN)/jupyter lab notebooks/
+
+report: venv
+	$(BIN)/opslib report
+
+demo-down:
+	docker compose -p $(PROJECT) -f demo/compose.yaml down -v
+
+clean-outputs:
+	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

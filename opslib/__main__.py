@@ -1,0 +1,3 @@
+from opslib.cli import main
+
+raise SystemExit(main())
