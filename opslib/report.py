@@ -17,7 +17,7 @@ import datetime as _dt
 import html
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,10 @@ from opslib.redact import redact_text
 __all__ = [
     "PLOTLY_MIME",
     "RESULT_MIME",
+    "apply_button",
     "check",
     "jsonable",
+    "output_dir",
     "record",
     "results_from_notebook",
     "show",
@@ -207,3 +209,65 @@ def results_from_notebook(nb: Any) -> dict[str, Any]:
 def _short(value: Any, limit: int = 200) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def output_dir(path: str | Path, runbook: str) -> Path:
+    """The folder where a runbook writes its artefacts (journals, generated files, backups...).
+
+    ``opslib run`` passes each run's own folder as the notebook's ``output_dir`` parameter; an
+    interactive run leaves it empty and gets ``outputs/interactive/<runbook>/``.
+
+    Args:
+        path: The notebook's ``output_dir`` parameter ("" when interactive).
+        runbook: The runbook name, e.g. ``"log-cleanup"``.
+
+    Returns:
+        The folder, created if missing.
+    """
+    folder = Path(path) if str(path) else Path("outputs") / "interactive" / runbook
+    if not folder.is_absolute() and not str(path):
+        # Notebooks run with notebooks/ as the working directory; keep outputs at the repo root.
+        here = Path.cwd()
+        root = here.parent if here.name == "notebooks" else here
+        folder = root / folder
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def apply_button(
+    label: str, action: Callable[..., Any], *args: Any, **kwargs: Any
+) -> Any:
+    """Show an Apply button that runs ``action(*args, **kwargs)`` when a person clicks it.
+
+    Used by runbooks after a plan is shown and ``apply=False``: headless runs never click, so
+    nothing changes; in JupyterLab a person reviews the plan and clicks. The action's return value
+    (a DataFrame or text) is displayed under the button.
+
+    Args:
+        label: Button text, e.g. ``"Apply 3 actions"``.
+        action: The library function that applies the plan.
+        *args: Positional arguments for ``action``.
+        **kwargs: Keyword arguments for ``action``.
+
+    Returns:
+        The ``ipywidgets.VBox`` holding the button and its output area.
+    """
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    button = widgets.Button(description=label, button_style="danger", icon="check")
+    out = widgets.Output()
+
+    def _on_click(_: Any) -> None:
+        button.disabled = True
+        with out:
+            try:
+                display(action(*args, **kwargs))
+            except Exception as exc:  # shown to the person who clicked, never swallowed silently
+                display({"text/plain": f"Apply failed: {exc}"}, raw=True)
+                button.disabled = False
+
+    button.on_click(_on_click)
+    box = widgets.VBox([button, out])
+    display(box)
+    return box
