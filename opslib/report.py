@@ -85,7 +85,7 @@ def _display(bundle: dict[str, Any]) -> None:
     display(bundle, raw=True)
 
 
-def record(name: str, value: Any, *, unit: str = "", display: bool = True) -> Any:
+def record(name: str, value: Any, *, unit: str = "", display: bool = True) -> None:
     """Record a named result of this runbook and show it.
 
     Args:
@@ -94,8 +94,8 @@ def record(name: str, value: Any, *, unit: str = "", display: bool = True) -> An
         unit: Optional unit shown next to the value (``"bytes"``, ``"s"``).
         display: Show it in the notebook (the machine-readable part is always attached).
 
-    Returns:
-        The value, unchanged, so a cell can ``x = record("x", compute())``.
+    Returns nothing on purpose: a returned value would be echoed again (unredacted) when
+    ``record`` is the last line of a cell.
     """
     payload = {"kind": "record", "name": name, "value": jsonable(value), "unit": unit}
     text = redact_text(f"{name} = {_short(payload['value'])}{' ' + unit if unit else ''}")
@@ -107,10 +107,9 @@ def record(name: str, value: Any, *, unit: str = "", display: bool = True) -> An
             f"{' ' + html.escape(unit) if unit else ''}</div>"
         )
     _display(bundle)
-    return value
 
 
-def check(name: str, ok: bool, detail: str = "", *, data: Any = None) -> bool:
+def check(name: str, ok: bool, detail: str = "", *, data: Any = None) -> None:
     """Record a pass/fail check. A failed check makes ``opslib run`` exit with code 2.
 
     Args:
@@ -119,8 +118,7 @@ def check(name: str, ok: bool, detail: str = "", *, data: Any = None) -> bool:
         detail: One sentence saying what was compared (shown, and kept in results.json).
         data: Optional JSON-able evidence (e.g. the failing objects).
 
-    Returns:
-        ``ok``, so a cell can branch on it.
+    Returns nothing, so the verdict is not echoed twice as a cell result.
     """
     ok = bool(ok)
     detail = redact_text(detail)
@@ -139,7 +137,6 @@ def check(name: str, ok: bool, detail: str = "", *, data: Any = None) -> bool:
         ),
     }
     _display(bundle)
-    return ok
 
 
 def show(fig: Any) -> None:

@@ -1,0 +1,37 @@
+"""Every runbook notebook is committed clean and follows the runbook shape."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted(p for p in (Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+SECRET_VALUE = re.compile(r"(postgres(ql)?://[^:\s]+:[^@\s]+@|-----BEGIN [A-Z ]*PRIVATE KEY)")
+
+
+def test_there_are_runbooks() -> None:
+    assert any(p.name == "stack-overview.ipynb" for p in NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_clean_runbook(path: Path) -> None:
+    nb = json.loads(path.read_text())
+    cells = nb["cells"]
+    assert cells[0]["cell_type"] == "markdown"
+    assert "".join(cells[0]["source"]).lstrip().startswith("# "), "first cell: '# Title'"
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    for i, c in enumerate(cells):
+        if c["cell_type"] != "code":
+            continue
+        src = "".join(c["source"])
+        assert not c.get("outputs"), f"cell {i} has stored outputs"
+        assert c.get("execution_count") is None, f"cell {i} has an execution count"
+        assert not re.search(r"^\s*(def|class)\s", src, re.M), f"cell {i} defines def/class"
+        assert not SECRET_VALUE.search(src), f"cell {i} embeds a credential"
+    params = "".join(tagged[0]["source"])
+    for name in ("project", "docker_url", "output_dir"):
+        assert re.search(rf"^{name}\s*=", params, re.M), f"parameters cell lacks {name!r}"
