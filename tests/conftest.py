@@ -21,6 +21,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 PROJECT = "shop"
 TEST_LABEL = "opslib.test"
 
+# tests/notebooks/ holds runner fixtures that fail on purpose; nbval must not collect them.
+collect_ignore_glob = ["notebooks/*", "fixtures/*"]
+
 
 def _no_engine(reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
