@@ -50,7 +50,11 @@ unit: venv
 
 # Without an engine the Docker tests skip on a laptop; with CI=true they fail instead.
 test: venv
-	@scripts/docker-engine.sh || { if [ "$${CI:-}" = "true" ]; then exit 1; else echo "(no Docker engine: Docker tests will skip)"; fi; }
+	@if scripts/docker-engine.sh; then \
+	  $(BIN)/python scripts/demo_stack.py up; \
+	elif [ "$${CI:-}" = "true" ]; then exit 1; \
+	else echo "(no Docker engine: Docker tests will skip)"; fi
+	@scripts/test-deps.sh || [ "$${CI:-}" != "true" ]
 	$(MAKE) --no-print-directory lint typecheck
 	$(BIN)/pytest tests --nbval-lax notebooks -p no:cacheprovider
 
