@@ -82,6 +82,6 @@ def overview_figure(overview: pd.DataFrame) -> Any:
     fig.add_trace(go.Bar(x=overview["service"], y=overview["memory_limit_mb"],
                          marker_color=bar_colours, name="memory limit",
                          hovertext=overview["health"]), row=1, col=2)
-    fig.update_layout(showlegend=False, height=350, margin={"t": 40, "b": 40},
+    fig.update_layout(showlegend=False, height=380, margin={"t": 80, "b": 40},
                       title="Services (green healthy, grey no health check, red failing)")
     return fig
