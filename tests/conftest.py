@@ -7,9 +7,11 @@ FAIL when ``CI=true``. Everything a test creates itself is labelled ``opslib.tes
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 PROJECT = "shop"
 TEST_LABEL = "opslib.test"
+SESSION_LABEL = "opslib.test.session"
+SESSION = uuid.uuid4().hex[:12]
+STALE_AFTER = dt.timedelta(hours=2)
 
 # tests/notebooks/ holds runner fixtures that fail on purpose; nbval must not collect them.
 collect_ignore_glob = ["notebooks/*", "fixtures/*"]
@@ -41,13 +46,13 @@ def docker_client() -> Iterator[Any]:
         client = connect()
     except EngineUnreachable as exc:
         _no_engine(str(exc))
+    _remove_stale(client)
     yield client
-    _remove_labelled(client)
+    _remove_labelled(client, {"label": f"{SESSION_LABEL}={SESSION}"})
     client.close()
 
 
-def _remove_labelled(client: Any) -> None:
-    flt = {"label": f"{TEST_LABEL}=1"}
+def _remove_labelled(client: Any, flt: dict[str, str]) -> None:
     for c in client.containers.list(all=True, filters=flt):
         c.remove(force=True, v=True)
     for n in client.networks.list(filters=flt):
@@ -56,10 +61,19 @@ def _remove_labelled(client: Any) -> None:
         v.remove(force=True)
 
 
+def _remove_stale(client: Any) -> None:
+    """Remove leftovers of earlier, crashed test sessions (never those of a running session)."""
+    now = dt.datetime.now(dt.UTC)
+    for c in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}=1"}):
+        created = dt.datetime.fromisoformat(c.attrs["Created"][:26].rstrip("Z") + "+00:00")
+        if now - created > STALE_AFTER:
+            c.remove(force=True, v=True)
+
+
 @pytest.fixture(scope="session")
 def test_labels() -> dict[str, str]:
     """Labels to put on every container/network/volume a test creates, so teardown finds it."""
-    return {TEST_LABEL: "1"}
+    return {TEST_LABEL: "1", SESSION_LABEL: SESSION}
 
 
 @pytest.fixture(scope="session")
