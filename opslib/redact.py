@@ -134,3 +134,16 @@ def fingerprint(value: str) -> str:
         ``"sha256:"`` followed by the first 12 hex digits of its SHA-256.
     """
     return "sha256:" + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:12]
+
+
+# Added for log analysis (issue 4): secret-named keys of JSON that is itself escaped inside a JSON
+# string, as in a JSON application log line wrapped in Docker's json-file envelope:
+#   {"log":"{\"authorization\": \"Bearer abc\", \"password\": \"x\"}\n", ...}
+_PATTERNS.append((
+    re.compile(
+        r"(?P<pre>\\\"[A-Za-z0-9_.-]*(?:pass(?:word|wd)?|secret|token|api[_-]?key|access[_-]?key|"
+        r"private[_-]?key|dsn|credential|cookie|authorization)[A-Za-z0-9_.-]*\\\"\s*:\s*\\\")"
+        r"(?P<secret>(?:[^\"\\]|\\[^\"])*)",
+        re.IGNORECASE),
+    r"\g<pre>" + MASK,
+))
