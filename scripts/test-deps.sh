@@ -1,31 +1,34 @@
 #!/usr/bin/env bash
-# Install what the browser test of the HTML reports needs: Debian's `chromium` (headless).
+# Install the host tools the tests need, from Debian's packages:
+#   chromium  - headless browser: the report test proves figures are drawn offline
+#   logrotate - the log-cleanup runbook checks its generated logrotate file with `logrotate -d`
 #
-# Idempotent: does nothing when chromium (or chromium-browser) is already on PATH. Installs only when
-# root on Debian/Ubuntu; anywhere else it prints how to install it and exits non-zero, so the test
-# that called it fails with that message (under CI=true a missing browser is a failure, not a skip).
+# Idempotent: installs only what is missing. Installs only when root on Debian/Ubuntu; anywhere
+# else it prints how to install them and exits non-zero (make test then fails under CI=true).
 set -euo pipefail
 
 log() { printf 'test-deps: %s\n' "$*" >&2; }
 
-for b in chromium chromium-browser; do
-  if command -v "$b" >/dev/null 2>&1; then
-    log "$b already installed: $(command -v "$b")"
-    exit 0
-  fi
-done
+missing=()
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
+command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || missing+=(logrotate)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  log "chromium and logrotate present"
+  exit 0
+fi
 
 if [ "$(id -u)" -ne 0 ] || [ ! -f /etc/debian_version ]; then
-  log "chromium is missing and this is not a root shell on Debian/Ubuntu."
-  log "install it yourself: 'sudo apt-get install chromium' (Debian) or your distribution's package."
+  log "missing: ${missing[*]}; this is not a root shell on Debian/Ubuntu."
+  log "install them yourself: 'sudo apt-get install ${missing[*]}' (Debian) or your distribution's packages."
   exit 1
 fi
 
-log "installing Debian package chromium (headless browser for the report test)"
+log "installing Debian packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-if ! apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; then
+if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
   apt-get update -qq >/dev/null
-  apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v chromium >/dev/null 2>&1 || { log "chromium still not on PATH after install"; exit 1; }
-log "installed: $(chromium --version 2>/dev/null || echo chromium)"
+log "installed: ${missing[*]}"
