@@ -24,7 +24,6 @@ Vulnerability reports (trivy/grype) are read by :mod:`opslib.vulns`.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import math
@@ -48,7 +47,6 @@ import yaml
 
 from opslib import docker as od
 from opslib.exceptions import (
-    BadInputFormat,
     BadParameter,
     CommandFailed,
     ContainerNotFound,
@@ -56,6 +54,7 @@ from opslib.exceptions import (
     PlanError,
     ToolMissing,
 )
+from opslib.journal import Journal
 from opslib.redact import fingerprint, looks_secret_name, redact_text
 
 __all__ = [
@@ -70,7 +69,6 @@ __all__ = [
     "apply_hardening",
     "audit_project",
     "cis_coverage",
-    "compose_config",
     "compose_files_param",
     "container_findings",
     "default_compose_file",
@@ -112,7 +110,7 @@ SECRET_COLUMNS = [
     "length", "shared_with",
 ]
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
+_REPO_ROOT = od.REPO_ROOT
 _SECCOMP_DIR = Path(__file__).resolve().parent / "seccomp"
 
 
@@ -974,34 +972,11 @@ def env_file_findings(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     return rows
 
 
-def default_compose_file() -> Path:
-    """The demo stack's compose file, ``demo/compose.yaml`` at the repository root."""
-    return _REPO_ROOT / "demo" / "compose.yaml"
+#: The demo stack's compose file (re-exported from :mod:`opslib.docker`).
+default_compose_file = od.default_compose_file
 
-
-def compose_files_param(compose_file: str | Sequence[str | Path] = "") -> list[Path]:
-    """The compose files named by a runbook's ``compose_file`` parameter.
-
-    Args:
-        compose_file: A path, comma-separated paths or a list; empty means ``demo/compose.yaml``
-            at the repository root. Relative paths are taken from the repository root.
-
-    Returns:
-        Absolute paths, in order.
-
-    Raises:
-        BadParameter: A file does not exist.
-    """
-    items = ([x.strip() for x in compose_file.split(",")] if isinstance(compose_file, str)
-             else [str(x) for x in compose_file])
-    items = [x for x in items if x]
-    paths = [Path(x) if Path(x).is_absolute() else _REPO_ROOT / x for x in items] or [
-        default_compose_file()]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise BadParameter("compose_file", compose_file, "existing compose file(s); not found: "
-                           + ", ".join(missing))
-    return paths
+#: The compose files of a runbook's ``compose_file`` parameter (:mod:`opslib.docker`).
+compose_files_param = od.resolve_compose_files
 
 
 def default_vuln_reports() -> list[Path]:
@@ -1009,41 +984,11 @@ def default_vuln_reports() -> list[Path]:
     return sorted((_REPO_ROOT / "tests" / "fixtures" / "audit").glob("*-shop-*.json"))
 
 
-def compose_config(
-    compose_files: Sequence[str | Path], project: str | None = None
-) -> dict[str, Any]:
-    """The resolved compose model (``docker compose config --format json``).
-
-    The result holds secret values from ``environment:``: keep it inside the library, never show
-    or save it.
-
-    Args:
-        compose_files: Compose files, in order.
-        project: Project name (``-p``), if any.
-
-    Returns:
-        The parsed JSON model.
-
-    Raises:
-        CommandFailed: ``docker compose config`` failed (message redacted).
-        BadInputFormat: Its output is not JSON.
-    """
-    proc = od.compose(["config", "--format", "json"], project=project, files=compose_files)
-    try:
-        doc = json.loads(proc.stdout)
-    except json.JSONDecodeError as exc:
-        raise BadInputFormat(str(compose_files[0]) if compose_files else "compose",
-                             "docker compose config did not print JSON") from exc
-    if not isinstance(doc, dict):
-        raise BadInputFormat(str(compose_files[0]), "compose model is not an object")
-    return doc
-
-
 def project_dockerfiles(model: Mapping[str, Any]) -> pd.DataFrame:
     """The Dockerfiles of a compose model's services (from ``build.context``/``dockerfile``).
 
     Args:
-        model: :func:`compose_config` output.
+        model: :func:`opslib.docker.compose_config` output.
 
     Returns:
         Columns service, image, context, dockerfile (absolute paths; only existing files).
@@ -1094,7 +1039,8 @@ def secret_scan(
         client: A ``docker.DockerClient``.
         project: Compose project name.
         compose_files: The project's compose files (for ``environment:``, Dockerfiles, .env).
-        model: An already loaded :func:`compose_config` model (saves a ``docker compose`` call).
+        model: An already loaded :func:`opslib.docker.compose_config` model (saves a
+            ``docker compose`` call).
         env_files: ``.env`` files to check; default: ``.env``/``*.env`` next to the compose
             files and in the build contexts, plus the services' ``env_file`` entries.
 
@@ -1139,7 +1085,7 @@ def secret_scan(
                                             f"{image} history: {instr} {hname}=…", hit[0],
                                             hit[1]))
     if model is None and compose_files:
-        model = compose_config(compose_files)
+        model = od.compose_config(compose_files)
     candidates: set[Path] = set()
     if model is not None:
         for svc, spec in sorted((model.get("services") or {}).items()):
@@ -1415,7 +1361,7 @@ def audit_project(
         ToolMissing: hadolint is not installed.
     """
     files = list(compose_files) or _compose_files_of(client, project)
-    model = compose_config(files) if files else None
+    model = od.compose_config(files) if files else None
     secrets = secret_scan(client, project, compose_files=files, model=model)
     runtime, tmpfs = _runtime(client, project, with_tmpfs=True)
     dockerfiles = project_dockerfiles(model) if model else pd.DataFrame(
@@ -1427,12 +1373,9 @@ def audit_project(
 
 
 def _compose_files_of(client: Any, project: str) -> list[Path]:
-    for c in od.project_containers(client, project):
-        files = [Path(f) for f in str(c.labels.get(od.CONFIG_FILES_LABEL, "")).split(",") if f]
-        if files and all(f.is_file() for f in files):
-            return files
-    default = default_compose_file()
-    return [default] if default.is_file() else []
+    files, _ = od.compose_files_of(client, project, existing_only=True)
+    default = od.default_compose_file()
+    return files or ([default] if default.is_file() else [])
 
 
 def summarize(findings: pd.DataFrame, vulns: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -1481,6 +1424,12 @@ def vulns_as_findings(vulns: pd.DataFrame) -> pd.DataFrame:
     return _findings_frame(rows)
 
 
+def _listed(items: Iterable[Any], limit: int | None = None) -> str:
+    """``": a, b, c"`` (sorted, unique, at most ``limit``), or ``""`` when there are none."""
+    names = sorted({str(x) for x in items})[:limit]
+    return ": " + ", ".join(names) if names else ""
+
+
 def record_results(
     findings: pd.DataFrame,
     *,
@@ -1512,34 +1461,24 @@ def record_results(
             "total": int(summary.loc[src, "total"])} for src in summary.index})
     checks: list[tuple[str, bool, str]] = []
 
-    def hi(src: str) -> pd.DataFrame:
-        f = findings[findings["source"] == src]
-        return f[f["severity"].isin(["CRITICAL", "HIGH"])]
+    def high(src: str, what: str) -> tuple[bool, str]:
+        f = findings[(findings["source"] == src) & findings["severity"].isin(["CRITICAL", "HIGH"])]
+        return f.empty, f"{len(f)} HIGH/CRITICAL {what} findings" + _listed(
+            f"{i}@{s}" for i, s in zip(f["id"], f["service"], strict=True))
 
-    rt = hi("runtime")
-    checks.append(("runtime_no_high", rt.empty,
-                   f"{len(rt)} HIGH/CRITICAL runtime findings"
-                   + (": " + ", ".join(sorted({f"{i}@{s}" for i, s in
-                                              zip(rt["id"], rt["service"], strict=True)}))
-                      if len(rt) else "")))
+    checks.append(("runtime_no_high", *high("runtime", "runtime")))
     env = findings[(findings["source"] == "secrets") & findings["id"].isin(["OPS-SEC-ENV", "4.10"])]
     checks.append(("secrets_not_in_env", env.empty,
-                   f"{len(env)} secrets in environment variables or images"
-                   + (": " + ", ".join(sorted({f"{s}:{e.split(' in ', 1)[0]}" for s, e in
-                                              zip(env["service"], env["evidence"], strict=True)}))
-                      if len(env) else "")))
-    dk = hi("dockerfile")
-    checks.append(("dockerfiles_clean", dk.empty,
-                   f"{len(dk)} HIGH/CRITICAL Dockerfile findings"
-                   + (": " + ", ".join(sorted({f"{i}@{s}" for i, s in
-                                              zip(dk["id"], dk["service"], strict=True)}))
-                      if len(dk) else "")))
+                   f"{len(env)} secrets in environment variables or images" + _listed(
+                       f"{s}:{e.split(' in ', 1)[0]}"
+                       for s, e in zip(env["service"], env["evidence"], strict=True))))
+    checks.append(("dockerfiles_clean", *high("dockerfile", "Dockerfile")))
     if vulns is not None:
         bad = ovulns.fixable_at_or_above(vulns, vuln_fail_severity)
         checks.append(("no_fixable_critical", bad.empty,
                        f"{len(bad)} fixable findings at or above {vuln_fail_severity.upper()} in "
                        f"{vulns['report'].nunique() if len(vulns) else 0} reports"
-                       + (": " + ", ".join(sorted(set(bad["vuln_id"]))[:10]) if len(bad) else "")))
+                       + _listed(bad["vuln_id"], limit=10)))
     if tenant is not None:
         failed = tenant[~tenant["ok"].astype(bool)]
         checks.append(("tenant_isolation", bool(len(tenant)) and failed.empty,
@@ -1833,54 +1772,6 @@ def write_hardening_files(plan: HardeningPlan, out_dir: str | Path) -> dict[str,
     return {"override": override, "seccomp": plan.seccomp_file}
 
 
-def _journal(path: Path, **entry: Any) -> None:
-    entry = {"ts": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **entry}
-    with path.open("a") as fh:
-        fh.write(json.dumps(entry, default=str) + "\n")
-
-
-def _journal_done(path: Path, digest: str) -> set[str]:
-    done: set[str] = set()
-    if not path.is_file():
-        return done
-    for line in path.read_text().splitlines():
-        try:
-            e = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if e.get("plan") == digest and e.get("status") == "hardened":
-            done.add(str(e.get("service")))
-    return done
-
-
-def _wait_healthy(client: Any, project: str, service: str, timeout: float) -> tuple[bool, str]:
-    deadline = time.monotonic() + timeout
-    last = "no container"
-    running_since: float | None = None
-    while time.monotonic() < deadline:
-        try:
-            c = od.service_container(client, project, service)
-            c.reload()
-        except OpslibError as exc:
-            last = str(exc)
-            time.sleep(1)
-            continue
-        state = c.attrs.get("State") or {}
-        health = (state.get("Health") or {}).get("Status")
-        last = f"state={state.get('Status')} health={health or 'none'}"
-        if state.get("Status") in ("exited", "dead") or (state.get("Restarting") and
-                                                          int(c.attrs.get("RestartCount") or 0)):
-            return False, last + f" exit={state.get('ExitCode')}"
-        if health == "healthy":
-            return True, last
-        if health is None and state.get("Status") == "running":
-            running_since = running_since or time.monotonic()
-            if time.monotonic() - running_since >= 5:
-                return True, last + " (no health check: running for 5 s)"
-        time.sleep(1)
-    return False, last + f" after {timeout:.0f} s"
-
-
 def apply_hardening(
     plan: HardeningPlan,
     *,
@@ -1926,9 +1817,10 @@ def apply_hardening(
     if not base_files:
         raise PlanError("apply_hardening needs the project's compose files (base_files=...).")
     paths = write_hardening_files(plan, out_dir)
-    journal = Path(out_dir) / "hardening-journal.jsonl"
+    journal = Journal(Path(out_dir) / "hardening-journal.jsonl", time_key="ts",
+                      timespec="seconds")
     digest = plan.digest()
-    done = _journal_done(journal, digest)
+    done = journal.done_keys("service", plan=digest, status="hardened")
     base = [str(f) for f in base_files]
     check = od.compose(["config", "--quiet"], project=plan.project,
                        files=[*base, str(paths["override"])], check=False)
@@ -1940,20 +1832,19 @@ def apply_hardening(
         t0 = time.monotonic()
         if svc in done:
             results.append({"service": svc, "status": "already hardened",
-                            "detail": f"journal {journal.name} records plan {digest}",
+                            "detail": f"journal {journal.path.name} records plan {digest}",
                             "seconds": 0.0})
             continue
-        _journal(journal, project=plan.project, plan=digest, service=svc, status="applying",
-                 override=str(paths["override"]))
+        step = {"project": plan.project, "plan": digest, "service": svc}
+        journal.append({**step, "status": "applying", "override": str(paths["override"])})
         try:
             od.compose(["up", "-d", "--no-deps", "--no-build", svc], project=plan.project,
                        files=[*base, str(paths["override"])], timeout=timeout + 60)
-            ok, detail = _wait_healthy(client, plan.project, svc, timeout)
+            ok, detail = od.wait_healthy(client, plan.project, svc, timeout)
         except OpslibError as exc:
             ok, detail = False, str(exc)
         if ok:
-            _journal(journal, project=plan.project, plan=digest, service=svc, status="hardened",
-                     detail=detail)
+            journal.append({**step, "status": "hardened", "detail": detail})
             results.append({"service": svc, "status": "hardened", "detail": detail,
                             "seconds": round(time.monotonic() - t0, 1)})
             continue
@@ -1963,16 +1854,15 @@ def apply_hardening(
             logs = c.logs(tail=15).decode("utf-8", "replace")
         except Exception:
             pass
-        _journal(journal, project=plan.project, plan=digest, service=svc, status="failed",
-                 detail=detail, logs=redact_text(logs))
+        journal.append({**step, "status": "failed", "detail": detail, "logs": redact_text(logs)})
         try:
             od.compose(["up", "-d", "--no-deps", "--no-build", "--force-recreate", svc],
                        project=plan.project, files=base, timeout=timeout + 60)
-            rb_ok, rb_detail = _wait_healthy(client, plan.project, svc, timeout)
+            rb_ok, rb_detail = od.wait_healthy(client, plan.project, svc, timeout)
         except OpslibError as exc:
             rb_ok, rb_detail = False, str(exc)
-        _journal(journal, project=plan.project, plan=digest, service=svc,
-                 status="rolled back" if rb_ok else "rollback failed", detail=rb_detail)
+        journal.append({**step, "status": "rolled back" if rb_ok else "rollback failed",
+                        "detail": rb_detail})
         if not rb_ok:
             raise ApplyError(f"harden {svc}", f"service not healthy with the override ({detail}) "
                              f"and not healthy after rolling back ({rb_detail})")

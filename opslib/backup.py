@@ -56,6 +56,7 @@ from opslib.exceptions import (
     PlanError,
     VerificationFailed,
 )
+from opslib.journal import Journal
 from opslib.redact import redact_text
 
 __all__ = [
@@ -1780,24 +1781,6 @@ def plan_retention(
     return plan
 
 
-def _read_journal(journal: Path) -> list[dict[str, Any]]:
-    if not journal.is_file():
-        return []
-    entries = []
-    for line in journal.read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(ValueError):
-            entries.append(json.loads(line))
-    return entries
-
-
-def _journal(journal: Path, entry: Mapping[str, Any]) -> None:
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    with open(journal, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"ts": _iso(_utcnow()), **entry}, default=str) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def apply_retention(
     plan: pd.DataFrame,
     *,
@@ -1829,7 +1812,7 @@ def apply_retention(
     if missing:
         raise PlanError(f"not a retention plan: columns {missing} missing; build it with "
                         "opslib.backup.plan_retention")
-    journal = Path(journal)
+    log = Journal(journal, time_key="ts", timespec="microseconds")
     deletes = plan[plan["action"] == "delete"]
     folders = {str(Path(str(p)).parent) for p in deletes["path"]}
     protected: set[str] = set()
@@ -1841,7 +1824,7 @@ def apply_retention(
     if stale:
         raise PlanError(f"stale plan: it would delete {', '.join(Path(s).name for s in stale)}, "
                         "now the newest verified backup of its source; rebuild the plan")
-    done = {e.get("file") for e in _read_journal(journal) if e.get("status") == "deleted"}
+    done = log.done_keys("file", status="deleted")
     unlink = remove or (lambda p: p.unlink(missing_ok=True))
     rows = []
     for rec in plan.to_dict(orient="records"):
@@ -1859,16 +1842,16 @@ def apply_retention(
             rows.append({"file": rec["file"], "action": "delete", "status": "already deleted",
                          "detail": "done by an earlier run (journal)"})
             continue
-        _journal(journal, {"action": "delete", "file": str(path), "status": "intent"})
+        log.append({"action": "delete", "file": str(path), "status": "intent"})
         try:
             for t in targets:
                 if t.exists():
                     unlink(t)
         except OSError as exc:
-            _journal(journal, {"action": "delete", "file": str(path), "status": "failed",
-                               "error": str(exc)})
+            log.append({"action": "delete", "file": str(path), "status": "failed",
+                        "error": str(exc)})
             raise ApplyError(f"delete {rec['file']}", str(exc)) from exc
-        _journal(journal, {"action": "delete", "file": str(path), "status": "deleted"})
+        log.append({"action": "delete", "file": str(path), "status": "deleted"})
         rows.append({"file": rec["file"], "action": "delete", "status": "deleted",
                      "detail": ", ".join(t.name for t in targets)})
     return pd.DataFrame(rows, columns=["file", "action", "status", "detail"])

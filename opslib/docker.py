@@ -8,6 +8,7 @@ at this boundary by :func:`engine_errors`.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -20,6 +21,8 @@ from typing import IO, Any
 import pandas as pd
 
 from opslib.exceptions import (
+    BadInputFormat,
+    BadParameter,
     CommandFailed,
     ContainerNotFound,
     EngineUnreachable,
@@ -31,14 +34,19 @@ from opslib.exceptions import (
 from opslib.redact import redact_text
 
 __all__ = [
+    "DEMO_COMPOSE",
     "PROJECT_LABEL",
+    "REPO_ROOT",
     "SERVICE_LABEL",
     "STATS_COLUMNS",
     "ExecResult",
     "compose",
+    "compose_config",
+    "compose_files_of",
     "connect",
     "container_stats",
     "cpu_percent",
+    "default_compose_file",
     "engine_errors",
     "exec_in_container",
     "exec_in_service",
@@ -48,11 +56,13 @@ __all__ = [
     "mem_usage_no_cache",
     "parse_stats",
     "project_containers",
+    "resolve_compose_files",
     "runs_as_root",
     "sample_stats",
     "service_container",
     "services",
     "snapshot_stats",
+    "wait_healthy",
 ]
 
 PROJECT_LABEL = "com.docker.compose.project"
@@ -826,3 +836,185 @@ def sample_stats(
         if bar is not None:
             bar.close()
     return _stats_frame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Compose files, the resolved compose model and service health (shared by the runbooks that
+# change a project: resources, audit, logs).
+# --------------------------------------------------------------------------------------------
+
+#: The repository root (the folder above the ``opslib`` package).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: The demo stack's compose file, relative to :data:`REPO_ROOT`.
+DEMO_COMPOSE = "demo/compose.yaml"
+
+
+def default_compose_file() -> Path:
+    """The demo stack's compose file, ``demo/compose.yaml`` at the repository root."""
+    return REPO_ROOT / DEMO_COMPOSE
+
+
+def resolve_compose_files(compose_file: str | Path | Sequence[str | Path] = "") -> list[Path]:
+    """The compose files named by a runbook's ``compose_file`` parameter.
+
+    Args:
+        compose_file: A path, comma-separated paths (in a string) or a list; empty means
+            :func:`default_compose_file`. ``~`` is expanded; relative paths are taken from the
+            repository root (notebooks run from ``notebooks/``).
+
+    Returns:
+        Absolute paths, in order (later files override earlier ones).
+
+    Raises:
+        BadParameter: A file does not exist.
+    """
+    if isinstance(compose_file, Path):
+        items = [str(compose_file)]
+    elif isinstance(compose_file, str):
+        items = [x.strip() for x in compose_file.split(",")]
+    else:
+        items = [str(x).strip() for x in compose_file]
+    paths = [Path(x).expanduser() for x in items if x]
+    paths = [p if p.is_absolute() else REPO_ROOT / p for p in paths] or [default_compose_file()]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise BadParameter("compose_file", compose_file,
+                           "existing compose file(s) (relative paths are taken from the "
+                           f"repository root {REPO_ROOT}; leave it empty for the demo stack); "
+                           "not found: " + ", ".join(missing))
+    return paths
+
+
+def compose_config(
+    files: str | Path | Sequence[str | Path],
+    *,
+    project: str | None = None,
+    cwd: str | Path | None = None,
+) -> dict[str, Any]:
+    """The fully resolved compose model (``docker compose config --format json``).
+
+    The model holds the secret values of ``environment:``: keep it inside the library, never
+    show or save it.
+
+    Args:
+        files: One compose file or several (later ones override earlier ones).
+        project: Project name (``-p``).
+        cwd: Working directory (the project's, for relative paths in the files).
+
+    Returns:
+        The parsed JSON model.
+
+    Raises:
+        CommandFailed: The files do not make a valid compose project (message redacted).
+        BadInputFormat: ``docker compose`` printed something that is not a JSON object.
+    """
+    flist = [files] if isinstance(files, str | Path) else list(files)
+    proc = compose(["config", "--format", "json"], project=project, files=flist, cwd=cwd)
+    where = str(flist[0]) if flist else "docker compose config"
+    try:
+        model = json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        raise BadInputFormat(where, f"docker compose config printed no JSON: {exc}") from exc
+    if not isinstance(model, dict):
+        raise BadInputFormat(where, "the compose model is not a JSON object")
+    return model
+
+
+def compose_files_of(
+    client: Any, project: str, *, existing_only: bool = False
+) -> tuple[list[Path], str]:
+    """The compose files and working directory a project was started with (container labels).
+
+    Args:
+        client: A ``docker.DockerClient``.
+        project: Compose project name.
+        existing_only: Only accept files that all exist on this machine (the engine may be
+            remote, or the checkout moved).
+
+    Returns:
+        ``(files, working_dir)`` of the first container that has them; ``([], "")`` when none.
+
+    Raises:
+        ProjectNotFound: The project has no containers.
+    """
+    for c in project_containers(client, project):
+        labels = c.labels or {}
+        files = [Path(f) for f in str(labels.get(CONFIG_FILES_LABEL, "")).split(",") if f]
+        if files and (not existing_only or all(f.is_file() for f in files)):
+            return files, str(labels.get(WORKDIR_LABEL, ""))
+    return [], ""
+
+
+def _unhealthy_reason(container: Any, facts: Mapping[str, Any], restarts_before: int) -> str:
+    state, health = facts["state"], facts["health"]
+    restarts = int(facts["restart_count"])
+    if facts["oom_killed"]:
+        return "OOM-killed"
+    if state in ("exited", "dead", "restarting") or health == "unhealthy" or (
+            restarts > restarts_before):
+        code = ""
+        if state in ("exited", "dead"):
+            code = f" (exit code {(container.attrs.get('State') or {}).get('ExitCode')})"
+        return f"state {state}{code}, health {health}, {restarts} restarts"
+    return ""
+
+
+def wait_healthy(
+    client: Any,
+    project: str,
+    service: str,
+    timeout_s: float,
+    *,
+    restarts_before: int = 0,
+    settle_s: float = 5.0,
+) -> tuple[bool, str]:
+    """Wait until every container of a compose service runs and is healthy.
+
+    Gives up at once, with the reason, when a container is OOM-killed, exits or dies, is
+    restarting, turns unhealthy or has restarted more than ``restarts_before`` times. A
+    container without a health check must keep running for ``settle_s`` seconds (an OOM kill
+    right after the start would otherwise go unnoticed). While the service has no container
+    (being recreated) it keeps waiting.
+
+    Args:
+        client: A ``docker.DockerClient``.
+        project: Compose project name.
+        service: Service name.
+        timeout_s: Seconds to wait for it (at least ``settle_s``); 0 with ``settle_s=0`` checks
+            once.
+        restarts_before: Restarts the containers may already have (0 for new containers).
+        settle_s: Seconds a container without a health check must be running.
+
+    Returns:
+        ``(True, "<container> running/healthy, ...")`` or ``(False, why)``.
+    """
+    import time as _time
+
+    deadline = _time.monotonic() + max(timeout_s, settle_s)
+    last = "no container"
+    ok_since: float | None = None
+    while True:
+        try:
+            found = project_containers(client, project, service=service)
+        except OpslibError as exc:  # not there (yet), or removed while listed: look again
+            found, last = [], str(exc)
+        rows = [(c, _facts(c, {})) for c in found]
+        if rows:
+            for c, r in rows:
+                why = _unhealthy_reason(c, r, restarts_before)
+                if why:
+                    return False, f"{r['container']}: {why}"
+            ok = all(r["state"] == "running" and r["health"] in ("healthy", "none")
+                     for _, r in rows)
+            last = ", ".join(f"{r['container']} {r['state']}/{r['health']}" for _, r in rows)
+            now = _time.monotonic()
+            ok_since = (ok_since or now) if ok else None
+            unchecked = any(r["health"] == "none" for _, r in rows)
+            if ok_since is not None and (not unchecked or now - ok_since >= settle_s):
+                return True, last
+        else:
+            ok_since = None
+        if _time.monotonic() >= deadline:
+            return False, f"not healthy within {timeout_s:g} s ({last})"
+        _time.sleep(1.0)

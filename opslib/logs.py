@@ -42,10 +42,11 @@ import polars as pl
 
 from opslib.docker import (
     CONFIG_FILES_LABEL,
-    PROJECT_LABEL,
     SERVICE_LABEL,
     WORKDIR_LABEL,
     compose,
+    compose_config,
+    compose_files_of,
     engine_errors,
     project_containers,
 )
@@ -58,6 +59,7 @@ from opslib.exceptions import (
     ToolMissing,
     VerificationFailed,
 )
+from opslib.journal import Journal, latest_by
 from opslib.logparse import LogAnalysis, analyse_files
 from opslib.redact import redact_text
 
@@ -916,45 +918,27 @@ def load_plan(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PLAN_COLUMNS + _TECH_COLUMNS)
 
 
-class _Journal:
-    """Append-only JSON-lines journal of applied actions (fsync'ed line by line)."""
+class _Journal(Journal):
+    """The cleanup journal: one event per line about one plan action (kept in memory too)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.events: list[dict[str, Any]] = read_journal(path)
+        super().__init__(path, time_key="ts", timespec="auto")
+        self.events = self.entries()
 
     def write(self, row: Mapping[str, Any], event: str, **data: Any) -> None:
-        rec = {"ts": dt.datetime.now(dt.UTC).isoformat(), "id": row["id"],
-               "action": row["action"], "service": row["service"], "event": event, **data}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(rec, default=str) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        self.events.append(rec)
+        self.events.append(self.append({"id": row["id"], "action": row["action"],
+                                        "service": row["service"], "event": event, **data}))
 
     def finished(self, action_id: str) -> dict[str, Any] | None:
-        for ev in reversed(self.events):
-            if ev["id"] == action_id and ev["event"] in ("done", "skipped"):
-                return dict(ev)
-        return None
+        return latest_by(self.events, "id", event=("done", "skipped")).get(action_id)
 
     def has(self, action_id: str, event: str) -> bool:
-        return any(ev["id"] == action_id and ev["event"] == event for ev in self.events)
+        return action_id in latest_by(self.events, "id", event=event)
 
 
 def read_journal(path: str | Path) -> list[dict[str, Any]]:
     """The events of a journal (a torn last line, from a crash mid-write, is ignored)."""
-    p = Path(path)
-    if not p.exists():
-        return []
-    out = []
-    for line in p.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
+    return Journal(path).entries()
 
 
 def verify_docker_logs(client: Any, container: Any) -> dict[str, Any]:
@@ -1435,11 +1419,10 @@ def check_compose_override(compose_files: Sequence[str | Path], override: str | 
 
     Raises:
         CommandFailed: compose rejects the files.
+        BadInputFormat: compose printed no JSON model.
         VerificationFailed: A service lacks json-file options with max-size.
     """
-    proc = compose(["config", "--format", "json"], project=project,
-                   files=[*compose_files, override], cwd=cwd)
-    cfg = json.loads(proc.stdout)
+    cfg = compose_config([*compose_files, override], project=project, cwd=cwd)
     logging = {name: svc.get("logging") or {} for name, svc in cfg.get("services", {}).items()}
     bad = [n for n, lg in logging.items()
            if lg.get("driver") != "json-file" or "max-size" not in (lg.get("options") or {})]
@@ -1459,11 +1442,8 @@ def project_compose_files(client: Any, project: str) -> tuple[list[str], str]:
     Returns:
         ``(files, working_dir)``.
     """
-    for c in project_containers(client, project):
-        labels = c.labels
-        if labels.get(PROJECT_LABEL) == project and labels.get(CONFIG_FILES_LABEL):
-            return labels[CONFIG_FILES_LABEL].split(","), labels.get(WORKDIR_LABEL, "")
-    return [], ""
+    files, workdir = compose_files_of(client, project)
+    return [str(f) for f in files], workdir
 
 
 def write_prevention_files(

@@ -18,12 +18,9 @@ The flow of the ``resource-tuning`` runbook (checklist §3):
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import math
 import re
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +29,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from opslib import docker as od
 from opslib.docker import (
+    DEMO_COMPOSE,
     compose,
     inspect_facts,
     project_containers,
@@ -40,13 +39,13 @@ from opslib.docker import (
     snapshot_stats,
 )
 from opslib.exceptions import (
-    BadInputFormat,
     BadParameter,
     CommandFailed,
     OpslibError,
     PlanError,
     ToolMissing,
 )
+from opslib.journal import Journal
 from opslib.redact import redact_text
 
 __all__ = [
@@ -86,9 +85,6 @@ __all__ = [
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
-
-#: The demo stack's compose file, relative to the repository root.
-DEMO_COMPOSE = "demo/compose.yaml"
 
 JOURNAL_NAME = "resources-journal.jsonl"
 OVERRIDE_NAME = "compose.resources.override.yaml"
@@ -260,12 +256,9 @@ def round_cpus(cpus: float, step: float = 0.25) -> float:
 # ------------------------------------------------------------------------------------------------
 
 
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parents[1]
-
-
 def resolve_compose_file(compose_file: str | Path = "") -> Path:
-    """Resolve the runbook's ``compose_file`` parameter.
+    """Resolve the runbook's ``compose_file`` parameter (one file; see
+    :func:`opslib.docker.resolve_compose_files`).
 
     Args:
         compose_file: A path; empty means the demo stack's ``demo/compose.yaml``. Relative paths
@@ -275,41 +268,19 @@ def resolve_compose_file(compose_file: str | Path = "") -> Path:
         The absolute path.
 
     Raises:
-        BadParameter: The file does not exist.
+        BadParameter: The file does not exist, or several files were named.
     """
-    path = Path(str(compose_file) or DEMO_COMPOSE).expanduser()
-    if not path.is_absolute():
-        path = _repo_root() / path
-    if not path.is_file():
-        raise BadParameter("compose_file", str(compose_file), "an existing compose file "
-                           f"(looked for {path}); leave it empty for the demo stack")
-    return path
+    paths = od.resolve_compose_files(compose_file)
+    if len(paths) != 1:
+        raise BadParameter("compose_file", str(compose_file), "one compose file")
+    return paths[0]
 
 
 def compose_config(
     files: Path | str | Sequence[Path | str], project: str | None = None
 ) -> dict[str, Any]:
-    """The fully resolved compose model (``docker compose config --format json``).
-
-    Args:
-        files: One compose file or several (later ones override earlier ones).
-        project: Project name (``-p``).
-
-    Returns:
-        The parsed JSON model.
-
-    Raises:
-        CommandFailed: The files do not make a valid compose project.
-        BadInputFormat: ``docker compose`` printed something that is not JSON.
-    """
-    flist = [files] if isinstance(files, str | Path) else list(files)
-    proc = compose(["config", "--format", "json"], project=project, files=flist)
-    try:
-        model: dict[str, Any] = json.loads(proc.stdout)
-    except json.JSONDecodeError as exc:
-        raise BadInputFormat(str(flist[0]), f"docker compose config printed no JSON: {exc}"
-                             ) from exc
-    return model
+    """The fully resolved compose model: :func:`opslib.docker.compose_config`."""
+    return od.compose_config(files, project=project)
 
 
 def _declared_from_service(svc: Mapping[str, Any]) -> dict[str, Any]:
@@ -1150,13 +1121,15 @@ def validate_override(plan: LimitsPlan) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 
 
+def _journal_file(path: Path) -> Journal:
+    return Journal(path, time_key="time", timespec="seconds")
+
+
 def _journal(plan: LimitsPlan, service: str, step: str, status: str, detail: str = "",
              **extra: Any) -> None:
-    entry = {"time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-             "project": plan.project, "service": service, "step": step, "status": status,
-             "detail": redact_text(detail), **extra}
-    with plan.journal_path.open("a") as fh:
-        fh.write(json.dumps(entry, default=str) + "\n")
+    _journal_file(plan.journal_path).append(
+        {"project": plan.project, "service": service, "step": step, "status": status,
+         "detail": redact_text(detail), **extra})
 
 
 def read_journal(path: str | Path) -> pd.DataFrame:
@@ -1169,22 +1142,15 @@ def read_journal(path: str | Path) -> pd.DataFrame:
         One row per journalled step (empty when there is no journal yet).
 
     Raises:
-        BadInputFormat: A line is not JSON.
+        BadInputFormat: A complete line is not JSON (a torn last line, from a crash
+            mid-write, is skipped).
     """
     p = Path(path)
     if p.is_dir():
         p = p / JOURNAL_NAME
     if not p.exists():
         return pd.DataFrame(columns=["time", "project", "service", "step", "status", "detail"])
-    rows = []
-    with p.open() as fh:
-        for i, line in enumerate(fh, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise BadInputFormat(str(p), f"not a JSON line: {exc}", line=i) from exc
-    return pd.DataFrame(rows)
+    return pd.DataFrame(_journal_file(p).entries(strict=True))
 
 
 def _live(client: Any, project: str, service: str) -> list[dict[str, Any]]:
@@ -1197,41 +1163,6 @@ def _matches(row: Mapping[str, Any], target: Mapping[str, Any]) -> bool:
     return (int(row["memory_limit"]) == int(target.get("memory_limit") or 0)
             and int(row["memory_reservation"]) == int(target.get("memory_reservation") or 0)
             and abs(float(row["cpus"]) - float(target.get("cpus") or 0.0)) < 1e-6)
-
-
-def _wait_healthy(client: Any, project: str, service: str, timeout_s: float,
-                  restarts_before: int = 0, settle_s: float = 5.0) -> tuple[bool, str]:
-    """Wait until every container of the service runs and is healthy.
-
-    Containers without a health check must keep running for ``settle_s`` seconds (an OOM kill
-    right after the start would otherwise go unnoticed).
-    """
-    deadline = time.monotonic() + max(timeout_s, settle_s)
-    last = "no container"
-    ok_since: float | None = None
-    while True:
-        rows = _live(client, project, service)
-        if rows:
-            bad = [r for r in rows if r["oom_killed"]
-                   or r["state"] in ("exited", "dead")
-                   or r["health"] == "unhealthy"
-                   or int(r["restart_count"]) > restarts_before]
-            if bad:
-                r = bad[0]
-                why = ("OOM-killed" if r["oom_killed"] else f"state {r['state']}, health "
-                       f"{r['health']}, {int(r['restart_count'])} restarts")
-                return False, f"{r['container']}: {why}"
-            ok = all(r["state"] == "running" and r["health"] in ("healthy", "none")
-                     for r in rows)
-            last = ", ".join(f"{r['container']} {r['state']}/{r['health']}" for r in rows)
-            now = time.monotonic()
-            ok_since = (ok_since or now) if ok else None
-            unchecked = any(r["health"] == "none" for r in rows)
-            if ok_since is not None and (not unchecked or now - ok_since >= settle_s):
-                return True, last
-        if time.monotonic() >= deadline:
-            return False, f"not healthy within {timeout_s:g} s ({last})"
-        time.sleep(1.0)
 
 
 def _up(plan: LimitsPlan, service: str) -> None:
@@ -1289,8 +1220,9 @@ def apply_limits(
     for svc in plan.services:
         target = plan.entries[svc]
         before = _live(client, plan.project, svc)
-        if before and all(_matches(r, target) for r in before) and _wait_healthy(
-                client, plan.project, svc, 0, int(before[0]["restart_count"]), settle_s=0)[0]:
+        if before and all(_matches(r, target) for r in before) and od.wait_healthy(
+                client, plan.project, svc, 0, restarts_before=int(before[0]["restart_count"]),
+                settle_s=0)[0]:
             _journal(plan, svc, "apply", "skipped", "already running with the target limits")
             results.append(_result(client, plan, svc, "already applied",
                                    "already running with the target limits"))
@@ -1302,7 +1234,7 @@ def apply_limits(
         except OpslibError as exc:
             ok, detail = False, f"docker compose up failed: {exc}"
         if ok:
-            ok, detail = _wait_healthy(client, plan.project, svc, timeout_s)
+            ok, detail = od.wait_healthy(client, plan.project, svc, timeout_s)
         if ok:
             live = _live(client, plan.project, svc)
             if not live or not all(_matches(r, target) for r in live):
@@ -1354,7 +1286,7 @@ def _rollback(client: Any, plan: LimitsPlan, svc: str, in_effect: dict[str, dict
     _journal(plan, svc, "rollback", "started", reason, previous=previous or "compose file")
     try:
         _up(plan, svc)
-        ok, detail = _wait_healthy(client, plan.project, svc, timeout_s)
+        ok, detail = od.wait_healthy(client, plan.project, svc, timeout_s)
     except OpslibError as exc:
         ok, detail = False, str(exc)
     status = "rolled back" if ok else "rollback failed"
