@@ -344,10 +344,11 @@ def render_index(runs: list[dict[str, Any]], *, max_points: int = 30) -> str:
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>opslib runs</title><style>{_CSS}</style></head>\n<body>\n"
         f"<h1>opslib runs</h1><p class=\"muted\">{len(runs)} runs · rebuilt {now}</p>"
-        f"<p>{summary}</p>\n<h2>Trends</h2>\n{''.join(trends) or '<p>(no numeric records)</p>'}"
-        "\n<h2>Runs, newest first</h2>\n<table><tr><th>started (UTC)</th><th>runbook</th>"
+        f"<p>{summary}</p>\n"
+        "<h2>Runs, newest first</h2>\n<table><tr><th>started (UTC)</th><th>runbook</th>"
         "<th>status</th><th>exit</th><th>duration</th><th>key results</th><th>files</th></tr>"
-        f"{''.join(rows)}</table>\n</body></html>\n")
+        f"{''.join(rows)}</table>\n"
+        f"<h2>Trends</h2>\n{''.join(trends) or '<p>(no numeric records)</p>'}\n</body></html>\n")
 
 
 def write_index(outputs_dir: str | Path) -> Path:
