@@ -40,7 +40,6 @@ demo: stack
 
 lint: venv
 	$(BIN)/ruff check opslib tests benchmarks scripts
-	$(BIN)/ruff format --check opslib tests benchmarks scripts || true
 
 typecheck: venv
 	$(BIN)/mypy
