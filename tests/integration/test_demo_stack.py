@@ -3,11 +3,11 @@ planted "current status" state the runbooks are meant to find."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
-import urllib.error
-import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,33 +43,13 @@ NGINX_FIELDS = {
     "request_id",
 }
 
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http(
-    method: str,
-    url: str,
-    body: Any = None,
-    token: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    for k, v in (headers or {}).items():
-        req.add_header(k, v)
-    try:
-        with _OPENER.open(req, timeout=30) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode("utf-8", "replace")
+# The same HTTP helper the demo traffic uses (scripts/demo_stack.py), loaded from its file.
+_spec = importlib.util.spec_from_file_location(
+    "demo_stack", Path(__file__).resolve().parents[2] / "scripts" / "demo_stack.py")
+assert _spec is not None and _spec.loader is not None
+demo_stack = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(demo_stack)
+http = demo_stack.http
 
 
 def login(tenant: str, username: str, password: str = "demo", base: str = API) -> str:
