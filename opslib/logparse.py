@@ -7,15 +7,18 @@ Docker's json-file driver writes one JSON object per line::
 A ``log`` value without a trailing newline is a *partial* entry: Docker splits lines longer than
 16 KB into several entries, and the following entries of the same stream carry the rest of the
 line. This module reads such files (plain or gzip-compressed rotated files) in bounded batches of
-raw bytes. Each batch becomes one arrow string array over the batch's buffer (no per-line Python
-objects); the envelope fields are cut out by position with vectorised string operations (the
-log text stays JSON-escaped, which is all the classification needs), and only lines without the
-json-file shape are checked one by one. Partial entries are joined, and each batch is reduced
-straight away to small aggregates: bytes and lines per minute, levels, HTTP status classes and
-the most repeated messages after masking variable parts (numbers, hex ids, UUIDs, IPs,
-timestamps). Nothing per line is kept across batches, so memory stays bounded by the batch size
-whatever the file size; batches are parsed and aggregated in worker threads (polars and numpy
-release the GIL).
+raw bytes. Line boundaries and the envelope's fields are found with numpy on each batch's bytes,
+and the ``time``, ``stream`` and ``log`` columns are arrow string *views* into that buffer (no
+copy, no per-line Python objects; the log text stays JSON-escaped, which is all the
+classification needs); only lines without the json-file shape are checked one by one.
+
+:func:`analyse_files` reduces each batch in a worker thread (polars and numpy release the GIL)
+while the next ones are read and parsed: JSON fields (level, status, message) are the only
+per-line regex work; lines are then grouped by minute, level, status and message with its digits
+zeroed, and everything else (plain-text keywords, unescaping, masking numbers, hex ids, UUIDs,
+IPs and timestamps) runs on the distinct groups of many batches. Partial entries are joined in
+file order. Nothing per line is kept across batches, so memory stays bounded by the batch size
+whatever the file size.
 
 Malformed lines (not JSON, not a json-file entry, NUL-filled holes left by an unsafe truncate,
 empty lines) are counted and reported with their line number and byte offset; they never stop the
@@ -26,7 +29,9 @@ analysis. Everything shown (messages, examples, malformed snippets) goes through
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import datetime as dt
+import functools
 import gzip
 import io
 import json
@@ -35,7 +40,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -76,12 +81,12 @@ _STREAM_SEP = '","stream":"'
 _TIME_KEY = '"time":"'
 
 
-def _field_patterns(escaped: bool) -> dict[str, Any]:
-    """Regexes for fields of JSON application / access logs.
+def _field_patterns(escaped: bool) -> dict[str, str]:
+    """Regexes for fields of JSON application / access logs (the first of the keys of an
+    alternation that occurs in the line wins).
 
-    One literal key per pattern: the regex engine then skips lines without that key at memchr
-    speed (an alternation of keys is ~5x slower). ``escaped`` patterns work on the text as it
-    sits in the json-file envelope (quotes of the inner JSON appear as ``\"``).
+    ``escaped`` patterns work on the text as it sits in the json-file envelope (quotes of the
+    inner JSON appear as ``\"``).
     """
     if escaped:
         q = r'\\"'
@@ -92,19 +97,19 @@ def _field_patterns(escaped: bool) -> dict[str, Any]:
         q = '"'
         val = r'((?:[^"\\]|\\.)*)"'
 
-    def key(name: str) -> str:
-        return name + q + r' ?: ?' + q
+    def key(names: str) -> str:
+        return f"(?:{names}){q} ?: ?{q}"
 
     return {
-        "level": [key("level") + r'([A-Za-z]+)', key("severity") + r'([A-Za-z]+)'],
-        "status": [r'status' + q + r' ?: ?(?:' + q + r')?([1-5][0-9][0-9])\b'],
-        "msg": [key("msg") + val, key("message") + val],
+        "level": key("level|severity") + r'([A-Za-z]+)',
+        # (?-u:\b): an ASCII word boundary, which keeps the regex on its fast path.
+        "status": r'status' + q + r' ?: ?(?:' + q + r')?([1-5][0-9][0-9])(?-u:\b)',
+        "msg": key("msg|message") + val,
         # "method" also matches "request_method", "uri" also "request_uri".
-        "method": [key("method") + r'([A-Z]+)'],
-        "uri": [key("uri") + val, key("path") + val],
+        "method": key("method") + r'([A-Z]+)',
+        "uri": key("uri|path") + val,
         "newline": r"\n" if escaped else "\n",
-        # The second patterns above are only tried when one of these keys occurs in a batch.
-        "alt_keys": ["severity" + q, "message" + q, "path" + q],
+        "cr": r"\r" if escaped else "\r",
     }
 
 
@@ -206,6 +211,26 @@ class ReadStats:
     examples: list[Malformed] = field(default_factory=list)
 
 
+class _Skipped(NamedTuple):
+    """Bytes of a file that :meth:`DockerLogReader._raw` skipped (reported as malformed)."""
+
+    offset: int
+    length: int
+    reason: str
+    head: bytes
+    lines: int  # physical lines they take (0 for an unreadable rest of the file)
+
+
+class _Parsed(NamedTuple):
+    """One parsed batch: its entries (``line`` numbered from 0 within the batch), malformed
+    lines (numbered the same way), its number of physical lines and of partial entries."""
+
+    entries: pl.DataFrame
+    malformed: list[Malformed]
+    lines: int
+    partial: int
+
+
 def _open(path: Path) -> io.BufferedIOBase:
     if path.suffix == ".gz":
         return gzip.GzipFile(path, "rb")
@@ -248,16 +273,19 @@ class DockerLogReader:
         self.limit = limit
         self.decode = decode
         self.stats = ReadStats()
+        #: Leave the ``line`` of lines within a batch numbered from 0 (for callers that do not
+        #: use it; lines joined across batches and malformed lines are numbered anyway).
+        self.relative_lines = False
         self._line = 1
 
     # -- raw batches ---------------------------------------------------------------------------
 
-    def _raw(self) -> Iterator[tuple[bytearray, int, int]]:
+    def _raw(self) -> Iterator[tuple[bytearray | bytes, int, int] | _Skipped]:
         """Yield (buffer, size, offset): ``buffer[:size]`` holds whole lines only (the last one
         may lack its newline at end of file). Each batch is read into a fresh buffer with
         ``readinto`` (only the partial last line is copied over to the next one). Oversized lines
-        are skipped and reported. The consumer advances ``self._line`` by the number of lines of
-        each batch before asking for the next one."""
+        and an unreadable rest of the file are yielded as :class:`_Skipped`, in file order (the
+        consumer numbers lines)."""
         try:
             fh = _open(self.path)
         except OSError as exc:
@@ -268,9 +296,9 @@ class DockerLogReader:
         with fh:
             while True:
                 want = self.batch_bytes if remaining is None else min(self.batch_bytes, remaining)
-                buf = bytearray(len(pending) + max(want, 0))
+                buf = bytearray(len(pending) + max(want, 0) + _SLACK)
                 buf[: len(pending)] = pending
-                view = memoryview(buf)
+                view = memoryview(buf)[: len(pending) + max(want, 0)]
                 got = 0
                 try:
                     while got < want:
@@ -279,8 +307,8 @@ class DockerLogReader:
                             break
                         got += k
                 except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                    self._add_malformed(self._line, offset, len(pending),
-                                        f"file unreadable from here: {exc}", pending[:200])
+                    yield _Skipped(offset, len(pending), f"file unreadable from here: {exc}",
+                                   pending[:200], 0)
                     return
                 finally:
                     view.release()
@@ -290,7 +318,7 @@ class DockerLogReader:
                 filled = len(pending) + got
                 if not got:
                     if pending:
-                        yield bytearray(pending), len(pending), offset
+                        yield pending + bytes(_SLACK), len(pending), offset
                     return
                 cut = buf.rfind(b"\n", 0, filled)
                 if cut < 0:
@@ -308,10 +336,9 @@ class DockerLogReader:
                                 tail = more[nl + 1:]
                                 break
                             skipped += len(more)
-                        self._add_malformed(self._line, offset, skipped,
-                                            f"line of {skipped} bytes without newline", head)
+                        yield _Skipped(offset, skipped,
+                                       f"line of {skipped} bytes without newline", head, 1)
                         offset += skipped + 1
-                        self._line += 1
                         pending = tail
                         continue
                     pending = bytes(buf[:filled])
@@ -347,17 +374,15 @@ class DockerLogReader:
                 yielded); without one, everything runs in the calling thread.
             depth: Batches parsed ahead (each holds one raw batch in memory).
         """
-        carry = _empty_entries().with_columns(pl.lit(0, pl.Int64).alias("entries"))
-        queue: deque[Future[tuple[pl.DataFrame, list[Malformed]]]] = deque()
-        for data, size, offset in self._raw():
-            n = data.count(b"\n", 0, size) + (0 if data[size - 1] == 10 else 1)
-            line_no, self._line = self._line, self._line + n
-            if pool is None:
-                done: Future[tuple[pl.DataFrame, list[Malformed]]] = Future()
-                done.set_result(_parse_batch(data, size, offset, line_no))
+        carry = _empty_entries()
+        queue: deque[Future[_Parsed | _Skipped]] = deque()
+        for item in self._raw():
+            if pool is None or isinstance(item, _Skipped):
+                done: Future[_Parsed | _Skipped] = Future()
+                done.set_result(item if isinstance(item, _Skipped) else _parse_batch(*item))
                 queue.append(done)
             else:
-                queue.append(pool.submit(_parse_batch, data, size, offset, line_no))
+                queue.append(pool.submit(_parse_batch, *item))
             while len(queue) > (depth if pool is not None else 0):
                 lines, carry = self._consume(queue.popleft().result(), carry)
                 if lines is not None:
@@ -371,20 +396,30 @@ class DockerLogReader:
             self.stats.lines += joined.height
             yield self._out(joined)
 
-    def _consume(self, parsed: tuple[pl.DataFrame, list[Malformed]], carry: pl.DataFrame
+    def _consume(self, parsed: _Parsed | _Skipped, carry: pl.DataFrame
                  ) -> tuple[pl.DataFrame | None, pl.DataFrame]:
-        entries, malformed = parsed
-        self._record(malformed)
+        """Number the lines of a parsed batch (in file order) and join partial entries."""
+        if isinstance(parsed, _Skipped):
+            self._add_malformed(self._line, parsed.offset, parsed.length, parsed.reason,
+                                parsed.head)
+            self._line += parsed.lines
+            return None, carry
+        base = self._line
+        self._line += parsed.lines
+        self._record([dataclasses.replace(m, line=m.line + base) for m in parsed.malformed])
+        entries = parsed.entries
         self.stats.entries += entries.height
         if not entries.height:
             return None, carry
-        entries = entries.with_columns(pl.lit(1, pl.Int64).alias("entries"))
-        partial = ~entries.select(_complete(pl.col("log"))).to_series()
-        n_partial = int(partial.sum())
-        self.stats.partial_entries += n_partial
-        if n_partial == 0 and carry.height == 0:
+        self.stats.partial_entries += parsed.partial
+        if parsed.partial == 0 and carry.height == 0:
             self.stats.lines += entries.height
+            # No polars call here unless needed: in the reading thread, it would wait for the
+            # workers' polars jobs (one shared thread pool) and stall the pipeline.
+            if not self.relative_lines:
+                entries = entries.with_columns(pl.col("line") + base)
             return self._out(entries), carry
+        entries = entries.with_columns(pl.col("line") + base)
         joined, carry = _join_partials(pl.concat([carry, entries]))
         self.stats.lines += joined.height
         return (self._out(joined) if joined.height else None), carry
@@ -393,77 +428,209 @@ class DockerLogReader:
         return lines.with_columns(log=unescape(lines["log"])) if self.decode else lines
 
 
-def _parse_batch(data: bytearray | bytes, size: int, offset: int, line_no: int
-                 ) -> tuple[pl.DataFrame, list[Malformed]]:
-    """Parse ``data[:size]`` into entries (line, offset, time, stream, log escaped, nbytes) and
-    the malformed lines found. Pure: runs in worker threads."""
-    buf = np.frombuffer(data, dtype=np.uint8, count=size)
-    ends = np.flatnonzero(buf == 10)
+def _parse_batch(data: bytearray | bytes, size: int, offset: int) -> _Parsed:
+    """Parse ``data[:size]`` (whole lines) into entries (line, offset, time, stream, log still
+    JSON-escaped, nbytes) and the malformed lines found. Pure: runs in worker threads.
+
+    Line boundaries and the envelope's fields are found with numpy on the raw bytes; the
+    ``time``, ``stream`` and ``log`` columns are arrow string *views* into the batch's buffer
+    (no copy of the text, no per-line objects). Lines without the usual shape (``attrs``, odd
+    field order) are cut with polars string searches, and only the rest is checked one by one.
+    """
+    if len(data) < size + _SLACK:
+        data = bytes(data[:size]) + bytes(_SLACK)
+    b = _Buf(data)
+    ends = np.flatnonzero(b.u1[:size] == 10)
     n = len(ends) + (0 if size and data[size - 1] == 10 else 1)
     starts = np.zeros(n, dtype=np.int64)
     starts[1:] = ends[: n - 1] + 1
-    nbytes = np.diff(np.append(starts, size))
-    text: bytearray | bytes = data
-    text_size = size
-    ascii_only = not bool((buf >= 128).any())
-    starts_t = starts
-    if not ascii_only:
+    nbytes = np.diff(starts, append=size)
+    tb, tstarts, tsize = b, starts, size
+    if not _is_ascii(data, size):
         try:
             codecs.utf_8_decode(memoryview(data)[:size], None, True)
         except UnicodeDecodeError:
             # Replace invalid UTF-8 (line boundaries are unchanged); byte counts keep the
             # original sizes.
             text = bytes(data[:size]).decode("utf-8", "replace").encode("utf-8")
-            text_size = len(text)
-            tends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10)
-            starts_t = np.zeros(n, dtype=np.int64)
-            starts_t[1:] = tends[: n - 1] + 1
-    # One arrow string array over the whole batch (offsets only, no per-line objects); each
-    # string keeps its newline.
-    offs = np.append(starts_t, text_size).astype(np.int64)
-    arr = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offs), pa.py_buffer(text))
-    raw = pl.col("raw")
-    # find() gives byte offsets, slice() counts characters. The envelope after the log value is
-    # ASCII, so fields are cut relative to the end of the line (bytes == characters there); the
-    # log value's length in characters is only needed for non-ASCII batches.
-    frame = pl.DataFrame({
-        "raw": pl.Series("raw", pl.from_arrow(arr)),
-        "line": np.arange(line_no, line_no + n, dtype=np.int64),
-        "offset": starts + offset,
-        "nbytes": nbytes.astype(np.int64),
-    }).with_columns(
-        lb=pl.col("nbytes") if text is data else raw.str.len_bytes().cast(pl.Int64),
-    ).with_columns(
-        tail=pl.col("lb") - raw.str.find(_STREAM_SEP, literal=True).cast(pl.Int64),
-        ttail=pl.col("lb") - raw.str.find(_TIME_KEY, literal=True).cast(pl.Int64),
-        nl=raw.str.ends_with("\n").cast(pl.Int64),
-        chars=pl.col("lb") if ascii_only else raw.str.len_chars().cast(pl.Int64),
-    ).with_columns(
-        ok=raw.str.starts_with(_LOG_PREFIX)
-        & (raw.str.ends_with('"}\n') | raw.str.ends_with('"}'))
-        & pl.col("tail").is_not_null() & pl.col("ttail").is_not_null()
-        & (pl.col("ttail") < pl.col("tail"))
-        & (pl.lit(True) if ascii_only else
-           raw.str.slice(-pl.col("tail"), len(_STREAM_SEP)) == _STREAM_SEP),
-    )
-    ok = frame["ok"].fill_null(False)
-    good = frame if ok.all() else frame.filter(ok)
-    parts = []
+            tsize = len(text)
+            tb = _Buf(text + bytes(_SLACK))
+            tstarts = np.zeros(n, dtype=np.int64)
+            tstarts[1:] = np.flatnonzero(tb.u1[:tsize] == 10)[: n - 1] + 1
+    tends = np.append(tstarts[1:], tsize)
+    if tsize:
+        tends -= tb.u1[np.maximum(tends - 1, 0)] == 10  # content end, newline excluded
+    log_s, log_e, time_s, rest = _cut_envelopes(tb, tstarts, tends)
+    if rest.size:
+        more = _cut_envelopes_search(tb, tstarts[rest], tends[rest])
+        found = rest[more[0]]
+        if found.size:
+            log_s[found], log_e[found], time_s[found] = more[1:]
+        rest = rest[~more[0]]
+    idx: Any = slice(None) if not rest.size else np.flatnonzero(log_s >= 0)
+    lines = np.arange(n, dtype=np.int64)
+    ls, le, ts = log_s[idx], log_e[idx], time_s[idx]
+    out = pl.DataFrame({
+        "line": lines[idx],
+        "offset": starts[idx] + offset,
+        "time": tb.views(ts, tends[idx] - 2 - ts),
+        "stream": tb.views(le + len(_STREAM_SEP), np.full(len(ls), 6)),
+        "log": tb.views(ls, le - ls),
+        "nbytes": nbytes[idx],
+        "entries": np.ones(len(ls), dtype=np.int64),
+    })
+    partial = len(ls) - int(np.count_nonzero(_ends_with_newline(tb, le)))
     malformed: list[Malformed] = []
-    if good.height:
-        tlen = pl.col("ttail") - len(_TIME_KEY)
-        parts.append(good.select(
-            "line", "offset",
-            time=raw.str.slice(-tlen, tlen - 2 - pl.col("nl")),
-            stream=raw.str.slice(len(_STREAM_SEP) - pl.col("tail"), 6),
-            log=raw.str.slice(len(_LOG_PREFIX),
-                              pl.col("chars") - pl.col("tail") - len(_LOG_PREFIX)),
-            nbytes=pl.col("nbytes"),
-        ))
-    if good.height < frame.height:
-        parts.append(_parse_careful(frame.filter(~ok), malformed))
-    out = parts[0] if len(parts) == 1 else pl.concat(parts).sort("line")
-    return out.cast({"time": pl.String, "stream": pl.String, "log": pl.String}), malformed
+    if rest.size:
+        bad = pl.DataFrame({
+            "raw": tb.views(tstarts[rest], tends[rest] - tstarts[rest]),
+            "line": lines[rest], "offset": starts[rest] + offset, "nbytes": nbytes[rest],
+        })
+        rescued = _parse_careful(bad, malformed)
+        if rescued.height:
+            partial += int((~rescued.select(_complete(pl.col("log"))).to_series()).sum())
+            out = pl.concat([out, rescued]).sort("line")
+    return _Parsed(out, malformed, n, partial)
+
+
+#: Readable bytes after the end of a batch (so that 16 bytes can be read at any position).
+_SLACK = 16
+
+
+class _Buf:
+    """The bytes of a batch (followed by at least ``_SLACK`` readable bytes), with numpy views
+    that read a little-endian 4- or 8-byte word at any byte position."""
+
+    def __init__(self, data: bytearray | bytes) -> None:
+        self.u1 = np.frombuffer(data, dtype=np.uint8)
+        n = len(self.u1)
+        self.u4 = np.ndarray((max(n - 3, 0),), dtype="<u4", buffer=self.u1, strides=(1,))
+        self.u8 = np.ndarray((max(n - 7, 0),), dtype="<u8", buffer=self.u1, strides=(1,))
+        self.arrow = pa.py_buffer(data)
+
+    def views(self, starts: np.ndarray, lengths: np.ndarray) -> pl.Series:
+        """A polars String column of ``lengths[i]`` bytes at ``starts[i]`` (valid UTF-8), as
+        arrow string views into this buffer: no copy of the text.
+
+        An arrow view is 16 bytes: the length, then either the string itself (up to 12 bytes,
+        zero-padded) or its first 4 bytes, the buffer index (0) and the offset in the buffer.
+        """
+        n = len(starts)
+        views = np.empty((n, 4), dtype=np.uint32)
+        views[:, 0] = lengths
+        views[:, 1] = self.u4[starts]
+        views[:, 2] = 0
+        views[:, 3] = starts
+        short = np.flatnonzero(lengths <= 12)
+        if short.size:
+            # Short strings are stored inline: their bytes, then zeros.
+            at = starts[short]
+            ln = lengths[short].astype(np.uint64)
+            keep8 = np.where(ln >= 8, np.uint64(0xFFFFFFFFFFFFFFFF),
+                             (np.uint64(1) << (np.minimum(ln, 7) * np.uint64(8))) - np.uint64(1))
+            head = self.u8[at] & keep8
+            views[short, 1] = head & 0xFFFFFFFF
+            views[short, 2] = head >> np.uint64(32)
+            if (ln > 8).any():
+                keep4 = (np.uint64(1) << (np.clip(ln, 8, 12) - np.uint64(8)) * np.uint64(8)) \
+                    - np.uint64(1)
+                views[short, 3] = self.u4[at + 8] & keep4
+            else:
+                views[short, 3] = 0
+        arr = pa.Array.from_buffers(pa.string_view(), n, [None, pa.py_buffer(views), self.arrow])
+        return pl.Series(pl.from_arrow(arr))
+
+
+#: What :func:`_aggregate` needs of a line.
+_LINE_COLUMNS = ["time", "log", "nbytes"]
+
+
+def _ends_with_newline(b: _Buf, log_e: np.ndarray) -> np.ndarray:
+    """Whether each escaped log value ending at ``log_e`` ends with ``\\n`` (see
+    :func:`_complete`). The 4 bytes before ``log_e`` are always inside the line (the value
+    follows the 8-byte ``{"log":"``)."""
+    w = b.u4[log_e - 4]
+    bs1 = (w >> 8) & 0xFF == 92
+    return np.asarray((w >> 16 == 0x6E5C)  # ends with backslash, "n"
+                      & (~bs1 | ((w & 0xFF == 92) & bs1)), dtype=bool)
+
+
+def _is_ascii(data: bytearray | bytes, size: int) -> bool:
+    return data.isascii() or memoryview(data)[:size].tobytes().isascii()
+
+
+def _word(text: bytes) -> int:
+    return int.from_bytes(text, "little")
+
+
+_W_PREFIX = _word(_LOG_PREFIX.encode())
+# The end of a usual entry: ","stream":"stdout","time":"<time>"} (28 bytes before the time).
+_TAILS = [(_STREAM_SEP + s + '",' + _TIME_KEY).encode() for s in ("stdout", "stderr")]
+_TAIL_LEN = len(_TAILS[0])
+_TAIL_AT = (0, 8, 16, _TAIL_LEN - 8)
+_TAIL_WORDS = [[_word(t[k:k + 8]) for k in _TAIL_AT] for t in _TAILS]
+# Times that Docker writes (RFC3339Nano, trailing zeros of the fraction trimmed), most common
+# lengths first.
+_TIME_LENGTHS = [30, 29, 28, 27, 26, 25, 24, 23, 22, 20, 21, *range(31, 41)]
+
+
+def _cut_envelopes(b: _Buf, starts: np.ndarray, ends: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cut the usual entry shape ``{"log":"…","stream":"std…","time":"…"}`` with numpy.
+
+    Returns start and end of the log value and start of the time (-1 for lines without that
+    shape), and the indices of those lines.
+    """
+    n = len(starts)
+    log_s = np.full(n, -1, dtype=np.int64)
+    log_e, time_s = log_s.copy(), log_s.copy()
+    minimum = len(_LOG_PREFIX) + _TAIL_LEN + 2 + 20
+    cand = np.flatnonzero(ends - starts >= minimum)
+    s, e = starts[cand], ends[cand]
+    shaped = (b.u8[s] == _W_PREFIX) & (b.u4[e - 4] >> 16 == _word(b'"}'))
+    if not shaped.all():
+        cand, s, e = cand[shaped], s[shaped], e[shaped]
+    todo: Any = slice(None)
+    for length in _TIME_LENGTHS:
+        q = e[todo] - 3 - length  # the quote before the time
+        hit = b.u1[q] == 34
+        hq = q[hit]
+        tail = hq - (_TAIL_LEN - 1)
+        w = [b.u8[tail + k] for k in _TAIL_AT]
+        ok = (((w[0] == _TAIL_WORDS[0][0]) & (w[1] == _TAIL_WORDS[0][1])
+               & (w[2] == _TAIL_WORDS[0][2]) & (w[3] == _TAIL_WORDS[0][3]))
+              | ((w[0] == _TAIL_WORDS[1][0]) & (w[1] == _TAIL_WORDS[1][1])
+                 & (w[2] == _TAIL_WORDS[1][2]) & (w[3] == _TAIL_WORDS[1][3])))
+        pos = np.arange(len(cand))[todo][hit]
+        ok &= tail >= s[pos] + len(_LOG_PREFIX)
+        rows = cand[pos[ok]]
+        log_s[rows] = starts[rows] + len(_LOG_PREFIX)
+        log_e[rows] = tail[ok]
+        time_s[rows] = hq[ok] + 1
+        left = np.ones(len(q), dtype=bool)
+        left[np.flatnonzero(hit)[ok]] = False
+        todo = np.arange(len(cand))[todo][left]
+        if not todo.size:
+            break
+    return log_s, log_e, time_s, np.flatnonzero(log_s < 0)
+
+
+def _cut_envelopes_search(b: _Buf, starts: np.ndarray, ends: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cut other json-file shapes (``attrs``, other field order) by searching the envelope's
+    literals: Docker escapes every quote inside the log text, so they can only match the
+    envelope itself. Returns (found mask, log start, log end, time start)."""
+    raw = pl.col("raw")
+    f = pl.DataFrame({"raw": b.views(starts, ends - starts)}).select(
+        sep=raw.str.find(_STREAM_SEP, literal=True),
+        tkey=raw.str.find(_TIME_KEY, literal=True),
+        shape=raw.str.starts_with(_LOG_PREFIX) & raw.str.ends_with('"}'),
+    )
+    sep = f["sep"].fill_null(-1).to_numpy().astype(np.int64)
+    tkey = f["tkey"].fill_null(-1).to_numpy().astype(np.int64)
+    found = f["shape"].fill_null(False).to_numpy() & (sep >= 0) & (tkey > sep)
+    s = starts[found]
+    return found, s + len(_LOG_PREFIX), s + sep[found], s + tkey[found] + len(_TIME_KEY)
 
 
 def _parse_careful(bad: pl.DataFrame, malformed: list[Malformed]) -> pl.DataFrame:
@@ -488,7 +655,7 @@ def _parse_careful(bad: pl.DataFrame, malformed: list[Malformed]) -> pl.DataFram
             rescued.append({"line": line, "offset": offset,
                             "time": str(obj["time"]), "stream": str(obj.get("stream") or ""),
                             "log": json.dumps(str(obj["log"]), ensure_ascii=False)[1:-1],
-                            "nbytes": nbytes})
+                            "nbytes": nbytes, "entries": 1})
             continue
         malformed.append(Malformed(line, offset, len(raw.encode("utf-8", "replace")), reason,
                                    _snippet(raw[:200].encode("utf-8", "replace"))))
@@ -531,7 +698,8 @@ def _unescape_one(value: str | None) -> str | None:
 
 def _empty_entries() -> pl.DataFrame:
     return pl.DataFrame(schema={"line": pl.Int64, "offset": pl.Int64, "time": pl.String,
-                                "stream": pl.String, "log": pl.String, "nbytes": pl.Int64})
+                                "stream": pl.String, "log": pl.String, "nbytes": pl.Int64,
+                                "entries": pl.Int64})
 
 
 def _collapse(df: pl.DataFrame, keys: Sequence[str] = ("stream", "grp")) -> pl.DataFrame:
@@ -550,24 +718,42 @@ def _join_partials(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     Returns the complete logical lines and the trailing incomplete entries (per stream) to carry
     into the next batch.
     """
-    df = df.with_columns(final=_complete(pl.col("log")))
-    # Group id within a stream = number of complete lines before this entry in that stream.
-    df = df.with_columns(
-        grp=(pl.col("final").cast(pl.Int64).cum_sum() - pl.col("final").cast(pl.Int64))
-        .over("stream"),
-        last_grp=pl.col("final").cast(pl.Int64).sum().over("stream"),
-    )
-    open_tail = pl.col("grp") == pl.col("last_grp")  # entries after the stream's last newline
-    carry = df.filter(open_tail).drop("final", "grp", "last_grp")
-    done = df.filter(~open_tail)
-    multi = pl.len().over("stream", "grp") > 1
-    singles = done.filter(~multi).drop("final", "grp", "last_grp")
-    grouped = done.filter(multi)
-    if grouped.height:
-        out = pl.concat([singles, _collapse(grouped.drop("final", "last_grp"))]).sort("line")
-    else:
-        out = singles
-    return out, carry
+    final = df.select(_complete(pl.col("log"))).to_series().fill_null(False).to_numpy()
+    g = _Groups(df, final)
+    carry = df.filter(pl.Series(g.open_tail))
+    return g.lines(df, ~g.open_tail), carry
+
+
+class _Groups:
+    """The logical lines of entries in file order: per stream, an entry belongs to the line
+    that its stream's next complete entry ends (Docker writes the chunks of a long line one
+    after the other on the same stream)."""
+
+    def __init__(self, df: pl.DataFrame, final: np.ndarray) -> None:
+        # Stream codes (0..k-1), then the group id of each entry within its stream: the number
+        # of complete lines before it in that stream.
+        codes = ((df["stream"].rank("dense").cast(pl.Int64) - 1).fill_null(0).to_numpy()
+                 if df.height else np.zeros(0, dtype=np.int64))
+        n = len(final)
+        self.grp = np.empty(n, dtype=np.int64)
+        self.open_tail = np.empty(n, dtype=bool)  # entries after their stream's last newline
+        for c in np.unique(codes):
+            idx = np.flatnonzero(codes == c)
+            f = final[idx].astype(np.int64)
+            grp = np.cumsum(f) - f
+            self.grp[idx] = grp + c * n
+            self.open_tail[idx] = grp == f.sum()
+        sizes = np.bincount(self.grp, minlength=1) if n else np.zeros(1, dtype=np.int64)
+        self.multi = sizes[self.grp] > 1  # entries of a line of several entries
+
+    def lines(self, df: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
+        """The logical lines of the entries where ``rows`` (whole groups), sorted by line."""
+        singles = df.filter(pl.Series(rows & ~self.multi))
+        multi = rows & self.multi
+        if not multi.any():
+            return singles
+        grouped = df.filter(pl.Series(multi)).with_columns(grp=pl.Series(self.grp[multi]))
+        return pl.concat([singles, _collapse(grouped)]).sort("line")
 
 
 # -- classification -------------------------------------------------------------------------------
@@ -578,9 +764,10 @@ def _text_level(col: pl.Expr) -> pl.Expr:
             .otherwise(pl.lit("info")))
 
 
-def _first_of(patterns: Sequence[str]) -> pl.Expr:
-    exprs = [pl.col("log").str.extract(p, 1) for p in patterns]
-    return exprs[0] if len(exprs) == 1 else pl.coalesce(exprs)
+def _only(cond: pl.Expr, value: pl.Expr) -> pl.Expr:
+    """``value`` where ``cond``, else null: string functions skip nulls, so a regex then only
+    runs on the rows that need it."""
+    return pl.when(cond).then(value)
 
 
 def _split(df: pl.DataFrame, mask: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -591,6 +778,85 @@ def _split(df: pl.DataFrame, mask: pl.Series) -> tuple[pl.DataFrame, pl.DataFram
     if hits == 0:
         return df.clear(), df
     return df.filter(mask), df.filter(~mask)
+
+
+def _json_fields(js: pl.DataFrame, escaped: bool, *, per_line: bool = True) -> pl.DataFrame:
+    """Add ``level``, ``status_class`` and ``message`` (full length) to JSON lines.
+
+    Without ``per_line``, add the raw ``_lv`` and ``_status`` fields and ``message`` instead,
+    and ``level`` only for lines with neither field (keywords): the caller maps the raw fields
+    on distinct values (:func:`_json_level`).
+
+    Each regex runs only where it is needed: ``METHOD uri`` only on lines without a message,
+    keywords only on lines with neither a level nor a status (decided per batch from null
+    counts, which polars keeps for free).
+    """
+    pat = _PATTERNS[escaped]
+    log = pl.col("log")
+    f = js.with_columns(_lv=log.str.extract(pat["level"], 1),
+                        _status=log.str.extract(pat["status"], 1),
+                        message=log.str.extract(pat["msg"], 1))
+    if f["message"].null_count():
+        unnamed = _only(pl.col("message").is_null(), log)
+        f = f.with_columns(_mu=pl.concat_str([unnamed.str.extract(pat["method"], 1),
+                                              unnamed.str.extract(pat["uri"], 1)],
+                                             separator=" ", ignore_nulls=True))
+        mu = pl.col("_mu")  # "" when neither is there: the line itself is the message
+        f = f.with_columns(message=pl.coalesce(
+            "message", _only(mu != "", mu),
+            _only(pl.col("message").is_null() & (mu == ""), log).str.strip_suffix(
+                pat["newline"]))
+        ).drop("_mu")
+    if not per_line:
+        if f["_lv"].null_count() and f["_status"].null_count():
+            unknown = pl.col("_lv").is_null() & pl.col("_status").is_null()
+            return f.with_columns(level=_only(unknown, _text_level(_only(unknown, log))))
+        return f.with_columns(level=pl.lit(None, pl.String))
+    level = _json_level(named_only=not f["_lv"].null_count())
+    f = f.with_columns(level=level, status_class=_status_class())
+    if f["level"].null_count():  # neither level nor status: keywords of the whole line
+        unknown = pl.col("level").is_null()
+        f = f.with_columns(level=pl.coalesce("level", _text_level(_only(unknown, log))))
+    return f.drop("_lv", "_status")
+
+
+@functools.cache
+def _json_level(*, named_only: bool = False) -> pl.Expr:
+    """Level from the raw ``_lv`` field (normalised), else from the HTTP ``_status`` (null
+    when neither)."""
+    lv, st = pl.col("_lv"), pl.col("_status")
+    named = lv.str.to_lowercase().replace_strict(_LEVEL_MAP, default="other",
+                                                 return_dtype=pl.String)
+    if named_only:
+        return named
+    return (pl.when(lv.is_not_null()).then(named)
+            .when(st >= "500").then(pl.lit("error"))
+            .when(st >= "400").then(pl.lit("warning"))
+            .when(st.is_not_null()).then(pl.lit("info")))
+
+
+@functools.cache
+def _status_class() -> pl.Expr:
+    return pl.col("_status").str.slice(0, 1) + pl.lit("xx")
+
+
+def _text_fields(tx: pl.DataFrame, escaped: bool, *, defer: bool) -> pl.DataFrame:
+    """Add ``level`` (keywords), ``status_class`` (null) and ``message`` (the line, full
+    length) to plain-text lines. With ``defer``, ``level`` is only set on lines longer than a
+    message (the others are their own message, whose level the caller finds on the distinct
+    messages: same text, same keywords)."""
+    pat = _PATTERNS[escaped]
+    log = pl.col("log")
+    level: pl.Expr = pl.lit(None, pl.String)
+    if not defer:
+        level = _text_level(log)
+    else:
+        long = tx["log"].str.len_bytes() > _MESSAGE_CHARS
+        if long.any():
+            level = pl.when(pl.lit(long)).then(_text_level(_only(pl.lit(long), log)))
+    return tx.with_columns(
+        level=level, status_class=pl.lit(None, pl.String),
+        message=log.str.strip_suffix(pat["newline"]).str.strip_suffix(pat["cr"]))
 
 
 def classify(lines: pl.DataFrame, *, escaped: bool = False) -> pl.DataFrame:
@@ -610,52 +876,21 @@ def classify(lines: pl.DataFrame, *, escaped: bool = False) -> pl.DataFrame:
     Returns:
         The frame with the three columns added (row order not preserved).
     """
-    pat = _PATTERNS[escaped]
-    log = pl.col("log")
-    body = log.str.strip_suffix(pat["newline"])
     js, tx = _split(lines, lines["log"].str.starts_with("{"))
-    parts: list[pl.DataFrame] = []
-    if js.height:
-        alt = 2 if any(js["log"].str.contains(k, literal=True).any()
-                       for k in pat["alt_keys"]) else 1
-        js = js.with_columns(lv=_first_of(pat["level"][:alt]).str.to_lowercase(),
-                             status=_first_of(pat["status"]),
-                             message=_first_of(pat["msg"][:alt]))
-        with_msg, no_msg = _split(js, js["message"].is_not_null())
-        if no_msg.height:
-            no_msg = no_msg.with_columns(message=pl.concat_str(
-                [_first_of(pat["method"]), _first_of(pat["uri"][:alt])], separator=" ",
-                ignore_nulls=True))
-            blank, named = _split(no_msg, no_msg["message"] == "")
-            no_msg = (pl.concat([named, blank.with_columns(message=body)]) if blank.height
-                      else named)
-            js = pl.concat([with_msg, no_msg]) if with_msg.height else no_msg
-        known, unknown = _split(js, js["lv"].is_not_null() | js["status"].is_not_null())
-        if known.height:
-            st = pl.col("status")
-            parts.append(known.with_columns(
-                level=pl.when(pl.col("lv").is_not_null())
-                .then(pl.col("lv").replace_strict(_LEVEL_MAP, default="other",
-                                                  return_dtype=pl.String))
-                .when(st >= "500").then(pl.lit("error"))
-                .when(st >= "400").then(pl.lit("warning"))
-                .otherwise(pl.lit("info"))))
-        if unknown.height:
-            parts.append(unknown.with_columns(level=_text_level(log)))
+    parts = [_json_fields(js, escaped)] if js.height else []
     if tx.height:
-        parts.append(tx.with_columns(
-            lv=pl.lit(None, pl.String), status=pl.lit(None, pl.String),
-            message=body.str.strip_suffix(r"\r" if escaped else "\r"),
-            level=_text_level(log)))
+        parts.append(_text_fields(tx, escaped, defer=False))
     if not parts:
         return lines.with_columns(level=pl.lit(None, pl.String),
                                   status_class=pl.lit(None, pl.String),
                                   message=pl.lit(None, pl.String))
     cols = [*lines.columns, "level", "status_class", "message"]
-    out = [p.with_columns(status_class=pl.col("status").str.slice(0, 1) + pl.lit("xx"),
-                          message=pl.col("message").str.slice(0, _MESSAGE_CHARS)).select(cols)
-           for p in parts]
+    out = [p.select(cols).with_columns(_short(pl.col("message"))) for p in parts]
     return out[0] if len(out) == 1 else pl.concat(out)
+
+
+def _short(message: pl.Expr) -> pl.Expr:
+    return message.str.slice(0, _MESSAGE_CHARS)
 
 
 def _zero_digits(messages: pl.Series) -> pl.Series:
@@ -755,35 +990,86 @@ class LogAnalysis:
 
 @dataclass
 class _BatchAgg:
-    lines: int
-    cube: pl.DataFrame  # minute, level, status_class -> lines, bytes
-    messages: pl.DataFrame  # level, status_class, masked -> count, bytes, example
+    lines: int  # lines inside the time window
+    # minute (string), raw JSON level and status fields (_lv, _status), level (only for lines
+    # classified by keywords per line, else null), key (message with digits zeroed, still
+    # escaped) -> count, bytes, example; None when no line is in the window
+    groups: pl.DataFrame | None
 
 
+_GROUP_KEYS = ["minute", "_lv", "_status", "level", "key"]
 _CUBE_KEYS = ["minute", "level", "status_class"]
 _MSG_KEYS = ["level", "status_class", "masked"]
 
 
-def _aggregate(lines: pl.DataFrame) -> _BatchAgg:
-    """Reduce one batch of logical lines to small aggregates."""
-    c = classify(lines.select("time", "log", "nbytes"), escaped=True)
-    cube = (c.group_by(pl.col("time").str.slice(0, 16).alias("minute"), "level", "status_class")
-            .agg(lines=pl.len(), bytes=pl.col("nbytes").sum())
-            .with_columns(pl.col("minute").str.to_datetime(
-                "%Y-%m-%dT%H:%M", strict=False, time_zone="UTC", time_unit="us")))
-    # Messages that differ only in their digits are grouped first (digits are zeroed with one
-    # numpy pass; shapes such as timestamps and IPs survive), then escapes are undone and the
-    # regex masks run on the few distinct keys only.
-    raw = (c.with_columns(key=_zero_digits(c["message"]))
-           .group_by("level", "status_class", "key")
-           .agg(count=pl.len(), bytes=pl.col("nbytes").sum(), example=pl.col("message").first()))
+def _aggregate(lines: pl.DataFrame, since: str | None = None) -> _BatchAgg:
+    """Reduce one batch of logical lines to one small frame of groups.
+
+    Lines are grouped by minute, raw level and status fields and message *before* anything else
+    is done per message: the message's grouping key has its digits zeroed (one numpy pass;
+    shapes such as timestamps and IPs survive). Only JSON fields are extracted per line; levels
+    and status classes are mapped on the distinct groups, and the keywords of plain-text lines,
+    unescaping and masking run later on the distinct keys of many batches (see
+    :meth:`_Accumulator.compact`).
+    """
+    q = _agg_exprs()
+    df = lines.select(_LINE_COLUMNS)
+    if since is not None:  # only lines at or after this time (YYYY-MM-DDTHH:MM:SS)
+        df = df.filter(pl.col("time").str.slice(0, 19) >= since)
+    js, tx = _split(df, df["log"].str.starts_with("{"))
+    parts = []
+    if js.height:
+        f = _json_fields(js, True, per_line=False)
+        f = f.select(*q["minute_str"], "_lv", "_status", "level", _short_col(f["message"]),
+                     "nbytes")
+        parts.append(f.with_columns(key=_zero_digits(f["message"]))
+                     .group_by(_GROUP_KEYS).agg(q["agg"]))
+    if tx.height:
+        f = _text_fields(tx, True, defer=True)
+        f = f.select(*q["minute_str"], pl.lit(None, pl.String).alias("_lv"),
+                     pl.lit(None, pl.String).alias("_status"), "level",
+                     _short_col(f["message"]), "nbytes")
+        parts.append(f.with_columns(key=_zero_digits(f["message"]))
+                     .group_by(_GROUP_KEYS).agg(q["agg"]))
+    if not parts:
+        return _BatchAgg(0, None)
+    groups = parts[0] if len(parts) == 1 else pl.concat(parts)
+    return _BatchAgg(df.height, _detach(groups))
+
+
+def _short_col(message: pl.Series) -> pl.Series:
+    """``message`` cut to _MESSAGE_CHARS characters (without a pass when none is longer)."""
+    longest = message.str.len_bytes().max()
+    if longest is None or longest <= _MESSAGE_CHARS:  # type: ignore[operator]
+        return message
+    return message.str.slice(0, _MESSAGE_CHARS)
+
+
+@functools.cache
+def _agg_exprs() -> dict[str, list[pl.Expr]]:
+    """The expressions of :func:`_aggregate` and :class:`_Accumulator`, built once."""
     # Undo the envelope's escapes, and those of JSON messages inside it (\\\" -> \" -> ").
-    plain = {c: pl.col(c).str.replace_many(*_UNESCAPE).str.replace_many(*_UNESCAPE)
-             for c in ("key", "example")}
-    messages = (raw.with_columns(masked=mask_messages(plain["key"]), example=plain["example"])
-                .group_by(_MSG_KEYS)
-                .agg(pl.col("count").sum(), pl.col("bytes").sum(), pl.col("example").first()))
-    return _BatchAgg(lines.height, _detach(cube), _detach(messages))
+    def plain(c: str) -> pl.Expr:
+        return pl.col(c).str.replace_many(*_UNESCAPE).str.replace_many(*_UNESCAPE)
+
+    level = pl.col("level")
+    return {
+        "minute_str": [pl.col("time").str.slice(0, 16).alias("minute")],
+        "agg": [pl.len().alias("count"), pl.col("nbytes").sum().alias("bytes"),
+                pl.col("message").first().alias("example")],
+        # Levels of the distinct groups: the JSON level or status field, else keywords (of the
+        # whole line, or of the key for plain-text lines that are their own message).
+        "classes": [pl.coalesce(level, _json_level()).alias("level"),
+                    _status_class().alias("status_class")],
+        "text_level": [pl.coalesce(level, _text_level(_only(level.is_null(), pl.col("key"))))
+                       .alias("level")],
+        "cube": [pl.col("count").sum().alias("lines"), pl.col("bytes").sum()],
+        "cube_sums": [pl.col("lines").sum(), pl.col("bytes").sum()],
+        "minute": [pl.col("minute").str.to_datetime("%Y-%m-%dT%H:%M", strict=False,
+                                                    time_zone="UTC", time_unit="us")],
+        "sums": [pl.col("count").sum(), pl.col("bytes").sum(), pl.col("example").first()],
+        "mask": [mask_messages(plain("key")).alias("masked"), plain("example").alias("example")],
+    }
 
 
 def _detach(df: pl.DataFrame) -> pl.DataFrame:
@@ -796,29 +1082,42 @@ def _detach(df: pl.DataFrame) -> pl.DataFrame:
 
 
 class _Accumulator:
-    """Merges per-batch aggregates of one service into bounded frames."""
+    """Merges per-batch groups of one service into bounded frames."""
+
+    #: Pending groups (rows) or batches that trigger a compaction.
+    PENDING_ROWS = 20_000
+    PENDING_BATCHES = 32
 
     def __init__(self, top_cap: int) -> None:
         self.top_cap = top_cap
+        self.pending: list[pl.DataFrame] = []
+        self.pending_rows = 0
         self.cube: list[pl.DataFrame] = []
         self.messages: list[pl.DataFrame] = []
         self.approximate = False
-        self.in_window = 0
 
     def merge(self, agg: _BatchAgg) -> None:
-        self.in_window += agg.lines
-        self.cube.append(agg.cube)
-        self.messages.append(agg.messages)
-        if len(self.cube) >= 32:
+        if agg.groups is None:
+            return
+        self.pending.append(agg.groups)
+        self.pending_rows += agg.groups.height
+        if len(self.pending) >= self.PENDING_BATCHES or self.pending_rows >= self.PENDING_ROWS:
             self.compact()
 
     def compact(self) -> None:
-        if not self.cube:
+        """Fold the pending groups into the minute cube and the masked messages: keywords of
+        plain-text keys, unescaping and masking run once per distinct key here."""
+        if not self.pending:
             return
-        self.cube = [pl.concat(self.cube).group_by(_CUBE_KEYS).agg(
-            pl.col("lines").sum(), pl.col("bytes").sum())]
-        merged = pl.concat(self.messages).group_by(_MSG_KEYS).agg(
-            pl.col("count").sum(), pl.col("bytes").sum(), pl.col("example").first())
+        q = _agg_exprs()
+        groups = (pl.concat(self.pending).group_by(_GROUP_KEYS).agg(q["sums"])
+                  .with_columns(q["classes"]).with_columns(q["text_level"]))
+        self.pending, self.pending_rows = [], 0
+        cube = (groups.group_by(_CUBE_KEYS).agg(q["cube"]).with_columns(q["minute"]))
+        self.cube = [pl.concat([*self.cube, cube]).group_by(_CUBE_KEYS).agg(q["cube_sums"])]
+        messages = (groups.group_by("level", "status_class", "key").agg(q["sums"])
+                    .with_columns(q["mask"]).group_by(_MSG_KEYS).agg(q["sums"]))
+        merged = pl.concat([*self.messages, messages]).group_by(_MSG_KEYS).agg(q["sums"])
         if merged.height > self.top_cap:
             self.approximate = True
             merged = merged.sort("count", descending=True).head(self.top_cap // 2)
@@ -907,21 +1206,25 @@ def analyse_files(
     accs: dict[str, _Accumulator] = {}
     if workers < 0:
         raise BadParameter("workers", workers, "0 (no extra thread) or a positive count")
-    inflight: deque[tuple[_Accumulator, Future[_BatchAgg]]] = deque()
+    inflight: deque[tuple[_Accumulator, dict[str, Any], Future[_BatchAgg]]] = deque()
     with ThreadPoolExecutor(max_workers=max(1, workers),
                             thread_name_prefix="logparse") as pool:
 
-        def submit(acc_: _Accumulator, batch_: pl.DataFrame) -> None:
+        def merge(acc_: _Accumulator, row_: dict[str, Any], agg: _BatchAgg) -> None:
+            row_["in_window"] += agg.lines
+            acc_.merge(agg)
+
+        def submit(acc_: _Accumulator, row_: dict[str, Any], batch_: pl.DataFrame) -> None:
             if workers == 0:
-                acc_.merge(_aggregate(batch_))
+                merge(acc_, row_, _aggregate(batch_, cutoff))
                 return
-            inflight.append((acc_, pool.submit(_aggregate, batch_)))
+            inflight.append((acc_, row_, pool.submit(_aggregate, batch_, cutoff)))
             drain(workers)
 
         def drain(keep: int) -> None:
             while len(inflight) > keep:
-                acc_, fut = inflight.popleft()
-                acc_.merge(fut.result())
+                acc_, row_, fut = inflight.popleft()
+                merge(acc_, row_, fut.result())
 
         for service, p in files:
             path = Path(p)
@@ -943,17 +1246,12 @@ def analyse_files(
             reader = DockerLogReader(path, batch_bytes=batch_bytes, max_examples=max_examples,
                                      limit=None if path.suffix == ".gz" else st.st_size,
                                      decode=False)
-            in_window = 0
+            reader.relative_lines = True
             for batch in reader.batches(pool if workers else None, depth=max(1, workers)):
-                if cutoff is not None:
-                    batch = batch.filter(pl.col("time").str.slice(0, 19) >= cutoff)
-                if batch.height:
-                    in_window += batch.height
-                    submit(acc, batch)
+                submit(acc, row, batch)
             s = reader.stats
             row.update(bytes_read=s.bytes_read, entries=s.entries, lines=s.lines,
-                       partial_entries=s.partial_entries, malformed=s.malformed,
-                       in_window=in_window)
+                       partial_entries=s.partial_entries, malformed=s.malformed)
             mal_rows += [{"service": service, "path": str(path), "line": m.line,
                           "offset": m.offset, "length": m.length, "reason": m.reason,
                           "snippet": m.snippet} for m in s.examples]
