@@ -541,3 +541,112 @@ def test_logrotate_check_rejects_a_broken_file(tmp_path: Path) -> None:
     bad.write_text("/var/log/x/*.log {\n    daily\n    rotate seven\n}\n")
     with pytest.raises(VerificationFailed):
         logs.check_logrotate(bad)
+
+
+# --- the streaming analysis against a line-by-line reference ----------------------------------
+
+def _mixed_log(path: Path, seed: int) -> Path:
+    """A json-file log mixing everything the parser must cope with, in random order: JSON app
+    and nginx lines, plain text with keywords, escapes, non-ASCII, ``attrs``, long lines split
+    into partial entries on one stream while the other stream writes in between, and malformed
+    lines (not JSON, cut, empty, NUL hole)."""
+    import random
+
+    rnd = random.Random(seed)
+    out: list[str] = []
+    pending: list[str] = []  # partial entries of a long stdout line, written over time
+    for i in range(1500):
+        when = i * 0.2  # five minutes
+        kind = rnd.random()
+        stream = "stderr" if rnd.random() < 0.3 else "stdout"
+        if pending and stream == "stdout":
+            out.append(pending.pop(0))  # the next chunk of the long line
+            continue
+        if kind < 0.3:
+            level = rnd.choice(["info", "INFO", "warning", "error", "debug", "critical"])
+            status = rnd.choice([200, 201, 404, 500, None])
+            out += entries(app_line(level, f"order {rnd.randint(1, 9999)} for user "
+                                           f"{rnd.randint(1, 50)} \"quoted\" \\ tab\t", status),
+                           stream, when)
+        elif kind < 0.55:
+            out += entries(nginx_line(rnd.choice([200, 200, 301, 404, 502]),
+                                      f"/api/orders/{rnd.randint(1, 500)}"), stream, when)
+        elif kind < 0.75:
+            word = rnd.choice(["ERROR", "WARNING", "LOG", "FATAL", "info"])
+            out += entries(f"2024-05-01 12:00:{i % 60:02d} UTC [{rnd.randint(1, 99)}] {word}:  "
+                           f"chèckpoint {i} ✓\n", stream, when)
+        elif kind < 0.8 and not pending:
+            chunks = entries(f"long {i} " + "Z" * rnd.randint(17_000, 40_000)
+                             + rnd.choice([" ERROR\n", " fine\n"]), "stdout", when)
+            out.append(chunks[0])
+            pending = chunks[1:]
+        elif kind < 0.85:
+            out.append(json.dumps({"log": f"with attrs {i}\n", "stream": stream,
+                                   "attrs": {"tag": "x"}, "time": ts(when)},
+                                  separators=(",", ":")) + "\n")
+        elif kind < 0.9:
+            out.append(rnd.choice(["not json at all\n", '{"log":"cut in the mid\n', "\n",
+                                   "\0" * 64 + "\n"]))
+        else:
+            out += entries(f"plain line {i} from 10.0.{i % 7}.{i % 251}\n", stream, when)
+    out += pending
+    return write_log(path, out)
+
+
+def _reference(path: Path) -> dict[str, object]:
+    """Counts made line by line with json.loads and classify() on whole frames."""
+    lines: list[dict[str, object]] = []
+    open_: dict[str, dict[str, object]] = {}
+    malformed = []
+    with path.open("rb") as fh:
+        for no, raw in enumerate(fh, start=1):
+            try:
+                obj = json.loads(raw)
+                assert isinstance(obj, dict) and "log" in obj and "time" in obj
+            except (ValueError, AssertionError):
+                malformed.append(no)
+                continue
+            cur = open_.pop(obj["stream"], None)
+            if cur is None:
+                cur = {"time": obj["time"], "log": "", "nbytes": 0}
+            cur["log"] = str(cur["log"]) + obj["log"]
+            cur["nbytes"] = int(str(cur["nbytes"])) + len(raw)
+            if obj["log"].endswith("\n"):
+                lines.append(cur)
+            else:
+                open_[obj["stream"]] = cur
+    lines += open_.values()
+    c = classify(pl.DataFrame(lines, schema={"time": pl.String, "log": pl.String,
+                                             "nbytes": pl.Int64}))
+    per_minute = (c.group_by(minute=pl.col("time").str.slice(0, 16))
+                  .agg(lines=pl.len(), bytes=pl.col("nbytes").sum(),
+                       errors=(pl.col("level") == "error").sum()).sort("minute"))
+    return {"per_minute": per_minute.rows(), "malformed": malformed,
+            "levels": dict(c.group_by("level").len().iter_rows()),
+            "status": dict(c.drop_nulls("status_class").group_by("status_class").len()
+                           .iter_rows())}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_analysis_matches_a_line_by_line_reference_for_any_batching(tmp_path: Path,
+                                                                     seed: int) -> None:
+    path = _mixed_log(tmp_path / "svc-json.log", seed)
+    ref = _reference(path)
+    assert len(ref["malformed"]) > 10  # type: ignore[arg-type]
+    results = []
+    for batch_bytes, workers in [(4096, 0), (4096, 3), (50_000, 1), (4 << 20, 2)]:
+        a = analyse_files([("svc", path)], batch_bytes=batch_bytes, workers=workers)
+        vol = a.volume.with_columns(pl.col("minute").dt.strftime("%Y-%m-%dT%H:%M"))
+        got = {
+            "per_minute": vol.select("minute", "lines", "bytes", "errors").sort("minute").rows(),
+            "malformed": a.malformed["line"].sort().to_list(),
+            "levels": dict(a.levels.select("level", "lines").iter_rows()),
+            "status": dict(a.status.select("status_class", "lines").iter_rows()),
+        }
+        assert got == ref, (batch_bytes, workers)
+        f = a.files.row(0, named=True)
+        assert f["bytes_read"] == path.stat().st_size and f["partial_entries"] > 5
+        assert f["lines"] == sum(r[1] for r in ref["per_minute"])  # type: ignore[attr-defined]
+        results.append(a.top_messages.sort("count", "message", descending=True)
+                       .select("level", "status_class", "message", "count", "bytes").rows())
+    assert all(r == results[0] for r in results[1:])
