@@ -35,6 +35,7 @@ import functools
 import gzip
 import io
 import json
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -229,6 +230,8 @@ class _Parsed(NamedTuple):
     malformed: list[Malformed]
     lines: int
     partial: int
+    #: 0 for stdout, 1 for stderr per entry, when every entry has the usual shape (else None).
+    streams: np.ndarray | None = None
 
 
 def _open(path: Path) -> io.BufferedIOBase:
@@ -273,17 +276,15 @@ class DockerLogReader:
         self.limit = limit
         self.decode = decode
         self.stats = ReadStats()
-        #: Leave the ``line`` of lines within a batch numbered from 0 (for callers that do not
-        #: use it; lines joined across batches and malformed lines are numbered anyway).
-        self.relative_lines = False
         self._line = 1
 
     # -- raw batches ---------------------------------------------------------------------------
 
-    def _raw(self) -> Iterator[tuple[bytearray | bytes, int, int] | _Skipped]:
+    def _raw(self) -> Iterator[tuple[_Bytes, int, int] | _Skipped]:
         """Yield (buffer, size, offset): ``buffer[:size]`` holds whole lines only (the last one
-        may lack its newline at end of file). Each batch is read into a fresh buffer with
-        ``readinto`` (only the partial last line is copied over to the next one). Oversized lines
+        may lack its newline at end of file), followed by at least ``_SLACK`` bytes. Each batch
+        is read into a fresh uninitialised numpy buffer with ``readinto``, which releases the
+        GIL (only the partial last line is copied over to the next one). Oversized lines
         and an unreadable rest of the file are yielded as :class:`_Skipped`, in file order (the
         consumer numbers lines)."""
         try:
@@ -296,9 +297,9 @@ class DockerLogReader:
         with fh:
             while True:
                 want = self.batch_bytes if remaining is None else min(self.batch_bytes, remaining)
-                buf = bytearray(len(pending) + max(want, 0) + _SLACK)
-                buf[: len(pending)] = pending
-                view = memoryview(buf)[: len(pending) + max(want, 0)]
+                buf = np.empty(len(pending) + max(want, 0) + _SLACK, dtype=np.uint8)
+                buf[: len(pending)] = np.frombuffer(pending, dtype=np.uint8)
+                view = buf.data[: len(pending) + max(want, 0)]
                 got = 0
                 try:
                     while got < want:
@@ -320,7 +321,7 @@ class DockerLogReader:
                     if pending:
                         yield pending + bytes(_SLACK), len(pending), offset
                     return
-                cut = buf.rfind(b"\n", 0, filled)
+                cut = _last_newline(buf, filled)
                 if cut < 0:
                     if filled > MAX_LINE_BYTES:
                         # Skip to the end of this giant line without holding it in memory.
@@ -414,11 +415,7 @@ class DockerLogReader:
         self.stats.partial_entries += parsed.partial
         if parsed.partial == 0 and carry.height == 0:
             self.stats.lines += entries.height
-            # No polars call here unless needed: in the reading thread, it would wait for the
-            # workers' polars jobs (one shared thread pool) and stall the pipeline.
-            if not self.relative_lines:
-                entries = entries.with_columns(pl.col("line") + base)
-            return self._out(entries), carry
+            return self._out(entries.with_columns(pl.col("line") + base)), carry
         entries = entries.with_columns(pl.col("line") + base)
         joined, carry = _join_partials(pl.concat([carry, entries]))
         self.stats.lines += joined.height
@@ -428,7 +425,7 @@ class DockerLogReader:
         return lines.with_columns(log=unescape(lines["log"])) if self.decode else lines
 
 
-def _parse_batch(data: bytearray | bytes, size: int, offset: int) -> _Parsed:
+def _parse_batch(data: _Bytes, size: int, offset: int) -> _Parsed:
     """Parse ``data[:size]`` (whole lines) into entries (line, offset, time, stream, log still
     JSON-escaped, nbytes) and the malformed lines found. Pure: runs in worker threads.
 
@@ -446,9 +443,9 @@ def _parse_batch(data: bytearray | bytes, size: int, offset: int) -> _Parsed:
     starts[1:] = ends[: n - 1] + 1
     nbytes = np.diff(starts, append=size)
     tb, tstarts, tsize = b, starts, size
-    if not _is_ascii(data, size):
+    if not _is_ascii(b.u1[:size]):
         try:
-            codecs.utf_8_decode(memoryview(data)[:size], None, True)
+            codecs.utf_8_decode(b.u1[:size].data, None, True)
         except UnicodeDecodeError:
             # Replace invalid UTF-8 (line boundaries are unchanged); byte counts keep the
             # original sizes.
@@ -461,6 +458,7 @@ def _parse_batch(data: bytearray | bytes, size: int, offset: int) -> _Parsed:
     if tsize:
         tends -= tb.u1[np.maximum(tends - 1, 0)] == 10  # content end, newline excluded
     log_s, log_e, time_s, rest = _cut_envelopes(tb, tstarts, tends)
+    usual = not rest.size
     if rest.size:
         more = _cut_envelopes_search(tb, tstarts[rest], tends[rest])
         found = rest[more[0]]
@@ -490,8 +488,13 @@ def _parse_batch(data: bytearray | bytes, size: int, offset: int) -> _Parsed:
         if rescued.height:
             partial += int((~rescued.select(_complete(pl.col("log"))).to_series()).sum())
             out = pl.concat([out, rescued]).sort("line")
-    return _Parsed(out, malformed, n, partial)
+    # The usual shape was checked to hold "stdout" or "stderr": "e" at the fourth byte.
+    streams = (tb.u1[le + len(_STREAM_SEP) + 3] == 101).astype(np.int64) if usual else None
+    return _Parsed(out, malformed, n, partial, streams)
 
+
+#: A raw batch: bytes, or the numpy buffer that :meth:`DockerLogReader._raw` reads into.
+_Bytes = bytearray | bytes | np.ndarray
 
 #: Readable bytes after the end of a batch (so that 16 bytes can be read at any position).
 _SLACK = 16
@@ -501,7 +504,7 @@ class _Buf:
     """The bytes of a batch (followed by at least ``_SLACK`` readable bytes), with numpy views
     that read a little-endian 4- or 8-byte word at any byte position."""
 
-    def __init__(self, data: bytearray | bytes) -> None:
+    def __init__(self, data: _Bytes) -> None:
         self.u1 = np.frombuffer(data, dtype=np.uint8)
         n = len(self.u1)
         self.u4 = np.ndarray((max(n - 3, 0),), dtype="<u4", buffer=self.u1, strides=(1,))
@@ -555,8 +558,25 @@ def _ends_with_newline(b: _Buf, log_e: np.ndarray) -> np.ndarray:
                       & (~bs1 | ((w & 0xFF == 92) & bs1)), dtype=bool)
 
 
-def _is_ascii(data: bytearray | bytes, size: int) -> bool:
-    return data.isascii() or memoryview(data)[:size].tobytes().isascii()
+def _is_ascii(u1: np.ndarray) -> bool:
+    """Whether bytes hold ASCII only (numpy reductions over 8-byte words release the GIL, which
+    ``bytes.isascii`` holds)."""
+    n8 = len(u1) // 8
+    high = int(np.bitwise_or.reduce(u1[: n8 * 8].view("<u8"))) if n8 else 0
+    return not (high & 0x8080808080808080 or bool((u1[n8 * 8:] >= 128).any()))
+
+
+def _last_newline(buf: np.ndarray, end: int) -> int:
+    """Index of the last newline in ``buf[:end]`` (-1 if none), searched backwards in growing
+    slices (a batch's last line is usually short)."""
+    hi, step = end, 1 << 16
+    while hi > 0:
+        lo = max(0, hi - step)
+        k = buf[lo:hi].tobytes().rfind(b"\n")
+        if k >= 0:
+            return lo + k
+        hi, step = lo, step * 4
+    return -1
 
 
 def _word(text: bytes) -> int:
@@ -765,9 +785,27 @@ def _text_level(col: pl.Expr) -> pl.Expr:
 
 
 def _only(cond: pl.Expr, value: pl.Expr) -> pl.Expr:
-    """``value`` where ``cond``, else null: string functions skip nulls, so a regex then only
-    runs on the rows that need it."""
+    """``value`` where ``cond``, else null (for small frames: string kernels still run on
+    every row, see :func:`_on_rows`)."""
     return pl.when(cond).then(value)
+
+
+def _on_rows(df: pl.DataFrame, mask: pl.Series, expr: pl.Expr) -> pl.Series:
+    """``expr`` evaluated on the rows of ``df`` where ``mask`` holds, null elsewhere.
+
+    The rows are gathered first, so a regex runs on those rows only: ``when/then`` would still
+    run string kernels over every row and drop the results afterwards.
+    """
+    hits = int(mask.sum())
+    if hits == df.height:
+        return df.select(expr).to_series()
+    if hits == 0:
+        empty = df.head(0).select(expr).to_series()
+        return pl.repeat(None, df.height, dtype=empty.dtype, eager=True).alias(empty.name)
+    idx = mask.arg_true()
+    values = df[idx].select(expr).to_series()
+    return (pl.repeat(None, df.height, dtype=values.dtype, eager=True).alias(values.name)
+            .scatter(idx, values))
 
 
 def _split(df: pl.DataFrame, mask: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -787,9 +825,8 @@ def _json_fields(js: pl.DataFrame, escaped: bool, *, per_line: bool = True) -> p
     and ``level`` only for lines with neither field (keywords): the caller maps the raw fields
     on distinct values (:func:`_json_level`).
 
-    Each regex runs only where it is needed: ``METHOD uri`` only on lines without a message,
-    keywords only on lines with neither a level nor a status (decided per batch from null
-    counts, which polars keeps for free).
+    Each regex runs only where it is needed (see :func:`_on_rows`): ``METHOD uri`` only on
+    lines without a message, keywords only on lines with neither a level nor a status.
     """
     pat = _PATTERNS[escaped]
     log = pl.col("log")
@@ -797,26 +834,20 @@ def _json_fields(js: pl.DataFrame, escaped: bool, *, per_line: bool = True) -> p
                         _status=log.str.extract(pat["status"], 1),
                         message=log.str.extract(pat["msg"], 1))
     if f["message"].null_count():
-        unnamed = _only(pl.col("message").is_null(), log)
-        f = f.with_columns(_mu=pl.concat_str([unnamed.str.extract(pat["method"], 1),
-                                              unnamed.str.extract(pat["uri"], 1)],
-                                             separator=" ", ignore_nulls=True))
-        mu = pl.col("_mu")  # "" when neither is there: the line itself is the message
+        mu = pl.concat_str([log.str.extract(pat["method"], 1), log.str.extract(pat["uri"], 1)],
+                           separator=" ", ignore_nulls=True)
+        # Without method and uri either, the line itself is the message.
+        unnamed = pl.when(mu != "").then(mu).otherwise(log.str.strip_suffix(pat["newline"]))
         f = f.with_columns(message=pl.coalesce(
-            "message", _only(mu != "", mu),
-            _only(pl.col("message").is_null() & (mu == ""), log).str.strip_suffix(
-                pat["newline"]))
-        ).drop("_mu")
+            "message", _on_rows(f, f["message"].is_null(), unnamed.alias("message"))))
     if not per_line:
-        if f["_lv"].null_count() and f["_status"].null_count():
-            unknown = pl.col("_lv").is_null() & pl.col("_status").is_null()
-            return f.with_columns(level=_only(unknown, _text_level(_only(unknown, log))))
-        return f.with_columns(level=pl.lit(None, pl.String))
+        unknown = f["_lv"].is_null() & f["_status"].is_null()
+        return f.with_columns(_on_rows(f, unknown, _text_level(log).alias("level")))
     level = _json_level(named_only=not f["_lv"].null_count())
     f = f.with_columns(level=level, status_class=_status_class())
     if f["level"].null_count():  # neither level nor status: keywords of the whole line
-        unknown = pl.col("level").is_null()
-        f = f.with_columns(level=pl.coalesce("level", _text_level(_only(unknown, log))))
+        f = f.with_columns(level=pl.coalesce(
+            "level", _on_rows(f, f["level"].is_null(), _text_level(log).alias("level"))))
     return f.drop("_lv", "_status")
 
 
@@ -847,13 +878,10 @@ def _text_fields(tx: pl.DataFrame, escaped: bool, *, defer: bool) -> pl.DataFram
     messages: same text, same keywords)."""
     pat = _PATTERNS[escaped]
     log = pl.col("log")
-    level: pl.Expr = pl.lit(None, pl.String)
-    if not defer:
-        level = _text_level(log)
-    else:
+    level: pl.Expr | pl.Series = _text_level(log)
+    if defer:
         long = tx["log"].str.len_bytes() > _MESSAGE_CHARS
-        if long.any():
-            level = pl.when(pl.lit(long)).then(_text_level(_only(pl.lit(long), log)))
+        level = _on_rows(tx, long, _text_level(log).alias("level"))
     return tx.with_columns(
         level=level, status_class=pl.lit(None, pl.String),
         message=log.str.strip_suffix(pat["newline"]).str.strip_suffix(pat["cr"]))
@@ -903,9 +931,12 @@ def _zero_digits(messages: pl.Series) -> pl.Series:
     validity, offsets, data = arr.buffers()
     if data is None or len(arr) == 0:
         return messages
-    buf = np.frombuffer(data, dtype=np.uint8).copy()
-    buf[(buf >= 48) & (buf <= 57)] = 48
-    zeroed = pa.LargeStringArray.from_buffers(len(arr), offsets, pa.py_buffer(buf), validity,
+    buf = np.frombuffer(data, dtype=np.uint8)
+    # Plain arithmetic (no boolean indexing): d = byte - "0" wraps around for bytes below
+    # "0", so d < 10 only for digits, and byte - d is then "0".
+    d = buf - np.uint8(48)
+    d *= d < 10
+    zeroed = pa.LargeStringArray.from_buffers(len(arr), offsets, pa.py_buffer(buf - d), validity,
                                               arr.null_count, arr.offset)
     return pl.Series(messages.name, pl.from_arrow(zeroed))
 
@@ -1180,9 +1211,15 @@ def analyse_files(
     max_examples: int = 100,
     top_n: int = 50,
     top_cap: int = _TOP_CAP,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> LogAnalysis:
     """Analyse json-file logs, streaming each file in bounded batches.
+
+    The calling thread only reads raw batches and keeps the books; each batch is parsed and
+    reduced to small aggregates in one worker task (:func:`_process_batch`), files one after
+    the other without draining the pipeline in between. Lines that may continue across a batch
+    boundary (partial entries, and each stream's first entry of a batch) come back to the
+    calling thread, which joins them in file order.
 
     Args:
         files: ``(service, path)`` pairs; a service may have several files (live and rotated).
@@ -1194,37 +1231,40 @@ def analyse_files(
         top_n: Top messages kept per service.
         top_cap: Distinct masked messages tracked per service before rare ones are dropped.
         workers: Threads that parse and aggregate batches (polars and numpy release the GIL, so
-            they run in parallel); 0 runs everything in the calling thread. Each thread holds
-            about one batch, so memory grows with it.
+            they run in parallel); 0 runs everything in the calling thread; ``None`` (default)
+            one per CPU plus one, at most 8. About two batches per thread are in flight,
+            so memory grows with it.
 
     Returns:
         A :class:`LogAnalysis`.
+
+    Raises:
+        BadParameter: ``workers`` is negative or ``batch_bytes`` below 4096.
+        BadInputFormat: A file cannot be opened.
     """
     cutoff = _since_str(since)
+    if workers is None:
+        workers = min(8, (os.cpu_count() or 1) + 1)
+    if workers < 0:
+        raise BadParameter("workers", workers, "0 (no extra thread) or a positive count")
     file_rows: list[dict[str, Any]] = []
     mal_rows: list[dict[str, Any]] = []
     accs: dict[str, _Accumulator] = {}
-    if workers < 0:
-        raise BadParameter("workers", workers, "0 (no extra thread) or a positive count")
-    inflight: deque[tuple[_Accumulator, dict[str, Any], Future[_BatchAgg]]] = deque()
+    inflight: deque[tuple[_FileRun, Future[Any]]] = deque()
+    depth = 2 * workers
+
     with ThreadPoolExecutor(max_workers=max(1, workers),
                             thread_name_prefix="logparse") as pool:
 
-        def merge(acc_: _Accumulator, row_: dict[str, Any], agg: _BatchAgg) -> None:
-            row_["in_window"] += agg.lines
-            acc_.merge(agg)
-
-        def submit(acc_: _Accumulator, row_: dict[str, Any], batch_: pl.DataFrame) -> None:
-            if workers == 0:
-                merge(acc_, row_, _aggregate(batch_, cutoff))
-                return
-            inflight.append((acc_, row_, pool.submit(_aggregate, batch_, cutoff)))
-            drain(workers)
+        def queue(run_: _FileRun, item: Any) -> None:
+            done: Future[Any] = Future()
+            done.set_result(item)
+            inflight.append((run_, done))
 
         def drain(keep: int) -> None:
             while len(inflight) > keep:
-                acc_, row_, fut = inflight.popleft()
-                merge(acc_, row_, fut.result())
+                run_, fut = inflight.popleft()
+                run_.consume(fut.result())
 
         for service, p in files:
             path = Path(p)
@@ -1246,17 +1286,153 @@ def analyse_files(
             reader = DockerLogReader(path, batch_bytes=batch_bytes, max_examples=max_examples,
                                      limit=None if path.suffix == ".gz" else st.st_size,
                                      decode=False)
-            reader.relative_lines = True
-            for batch in reader.batches(pool if workers else None, depth=max(1, workers)):
-                submit(acc, row, batch)
-            s = reader.stats
-            row.update(bytes_read=s.bytes_read, entries=s.entries, lines=s.lines,
-                       partial_entries=s.partial_entries, malformed=s.malformed)
-            mal_rows += [{"service": service, "path": str(path), "line": m.line,
-                          "offset": m.offset, "length": m.length, "reason": m.reason,
-                          "snippet": m.snippet} for m in s.examples]
+            run = _FileRun(reader, acc, row, cutoff, 2 * batch_bytes)
+            for item in reader._raw():
+                if isinstance(item, _Skipped):
+                    queue(run, item)
+                elif workers:
+                    inflight.append((run, pool.submit(_process_batch, *item, cutoff)))
+                else:
+                    queue(run, _process_batch(*item, cutoff))
+                drain(depth)
+            queue(run, None)  # end of file
+            drain(depth)
         drain(0)
+    for row in file_rows:
+        mal_rows += row.pop("_malformed", [])
     return _finish(accs, file_rows, mal_rows, top_n)
+
+
+class _Chunk(NamedTuple):
+    """One batch parsed and reduced in a worker (see :func:`_process_batch`)."""
+
+    lines: int  # physical lines
+    entries: int
+    partial: int
+    malformed: list[Malformed]  # lines numbered from 0 within the batch
+    done: int  # logical lines reduced into ``agg``
+    agg: _BatchAgg
+    rest: pl.DataFrame  # entries of lines that may span batches (own buffers, numbered so)
+    rest_bytes: int
+
+
+def _process_batch(data: _Bytes, size: int, offset: int, since: str | None) -> _Chunk:
+    """Parse a raw batch and reduce the lines that lie wholly inside it. Pure: runs in worker
+    threads (the batch's line numbers are only known in file order: the caller adds them).
+
+    Entries that may belong to a line spanning batches are handed back as ``rest``: partial
+    entries, the complete entry that ends them, and each stream's first entry of the batch (it
+    may end a line that the previous batch left open).
+    """
+    p = _parse_batch(data, size, offset)
+    e = p.entries
+    if not e.height:
+        return _Chunk(p.lines, 0, p.partial, p.malformed, 0, _BatchAgg(0, None), e, 0)
+    unsafe = _spanning(e, p.partial, p.streams)
+    safe = e.filter(pl.Series(~unsafe))
+    rest = _own(e.filter(pl.Series(unsafe)))
+    agg = _aggregate(safe, since) if safe.height else _BatchAgg(0, None)
+    return _Chunk(p.lines, e.height, p.partial, p.malformed, safe.height, agg, rest,
+                  int(rest["nbytes"].sum()))
+
+
+def _spanning(e: pl.DataFrame, partial: int, codes: np.ndarray | None = None) -> np.ndarray:
+    """Rows of entries (in file order) that may belong to a line of several entries: per
+    stream, the first entry, partial entries and the entry following a partial one.
+    ``codes`` numbers the entries' streams when the parser knows them."""
+    out = np.zeros(e.height, dtype=bool)
+    if codes is None:
+        codes = _stream_codes(e["stream"])
+    if not partial:
+        for c in range(int(codes.max()) + 1):
+            first = int(np.argmax(codes == c))
+            if codes[first] == c:
+                out[first] = True
+        return out
+    final = e.select(_complete(pl.col("log"))).to_series().fill_null(False).to_numpy()
+    for c in np.unique(codes):
+        idx = np.flatnonzero(codes == c)
+        f = final[idx]
+        out[idx[1:]] |= ~f[1:] | ~f[:-1]
+        out[idx[0]] = True
+    return out
+
+
+def _stream_codes(stream: pl.Series) -> np.ndarray:
+    """0 for stdout, 1 for stderr, then 2.. for any other stream name (or none)."""
+    err = (stream == "stderr").fill_null(False).to_numpy()
+    if int(err.sum()) + int((stream == "stdout").sum()) == len(stream):
+        return err.astype(np.int64)
+    ranks = stream.rank("dense").cast(pl.Int64).fill_null(0).to_numpy()
+    return np.asarray(ranks + 2, dtype=np.int64)
+
+
+def _own(df: pl.DataFrame) -> pl.DataFrame:
+    """A copy of a frame whose strings are in buffers of its own (see :func:`_detach`); a few
+    rows go faster through Python objects."""
+    if df.height > 64:
+        return _detach(df)
+    return pl.DataFrame(df.rows(), schema=df.schema, orient="row")
+
+
+class _FileRun:
+    """The books of one file being analysed, kept in file order by the calling thread."""
+
+    def __init__(self, reader: DockerLogReader, acc: _Accumulator, row: dict[str, Any],
+                 since: str | None, rest_limit: int) -> None:
+        self.reader, self.acc, self.row, self.since = reader, acc, row, since
+        self.line = 1  # number of the next batch's first line
+        self.rest: list[tuple[int, pl.DataFrame]] = []  # (first line of its batch, entries)
+        self.rest_bytes = 0
+        self.rest_limit = rest_limit
+        self.carry = _empty_entries()
+
+    def consume(self, item: _Chunk | _Skipped | None) -> None:
+        """Take the next result of this file, in file order (``None`` ends the file)."""
+        r, st = self.reader, self.reader.stats
+        if item is None:
+            self._join(final=True)
+            self.row.update(bytes_read=st.bytes_read, entries=st.entries, lines=st.lines,
+                            partial_entries=st.partial_entries, malformed=st.malformed)
+            self.row["_malformed"] = [
+                {"service": self.row["service"], "path": self.row["path"], "line": m.line,
+                 "offset": m.offset, "length": m.length, "reason": m.reason,
+                 "snippet": m.snippet} for m in st.examples]
+            return
+        base = self.line
+        self.line += item.lines
+        if isinstance(item, _Skipped):
+            r._add_malformed(base, item.offset, item.length, item.reason, item.head)
+            return
+        r._record([dataclasses.replace(m, line=m.line + base) for m in item.malformed])
+        st.entries += item.entries
+        st.partial_entries += item.partial
+        st.lines += item.done
+        self._merge(item.agg)
+        if item.rest.height:
+            self.rest.append((base, item.rest))
+            self.rest_bytes += item.rest_bytes
+            if self.rest_bytes > self.rest_limit:
+                self._join(final=False)
+
+    def _merge(self, agg: _BatchAgg) -> None:
+        self.row["in_window"] += agg.lines
+        self.acc.merge(agg)
+
+    def _join(self, *, final: bool) -> None:
+        """Join the entries handed back so far (after the carried ones) and reduce the lines
+        that are complete; at the end of the file, an unfinished line counts as it is."""
+        if not self.rest and not (final and self.carry.height):
+            return
+        joined, self.carry = _join_partials(pl.concat(
+            [self.carry, *(rest.with_columns(pl.col("line") + base) for base, rest in self.rest)]))
+        self.rest, self.rest_bytes = [], 0
+        if final and self.carry.height:
+            joined = pl.concat([joined, _collapse(self.carry)])
+            self.carry = _empty_entries()
+        self.reader.stats.lines += joined.height
+        if joined.height:
+            self._merge(_aggregate(joined, self.since))
 
 
 def _is_rotated(path: Path) -> bool:

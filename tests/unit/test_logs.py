@@ -580,10 +580,12 @@ def _mixed_log(path: Path, seed: int) -> Path:
                              + rnd.choice([" ERROR\n", " fine\n"]), "stdout", when)
             out.append(chunks[0])
             pending = chunks[1:]
-        elif kind < 0.85:
+        elif kind < 0.84:
             out.append(json.dumps({"log": f"with attrs {i}\n", "stream": stream,
                                    "attrs": {"tag": "x"}, "time": ts(when)},
                                   separators=(",", ":")) + "\n")
+        elif kind < 0.85:  # no stream at all (not written by Docker, but valid enough)
+            out.append(json.dumps({"time": ts(when), "log": f"streamless {i}\n"}) + "\n")
         elif kind < 0.9:
             out.append(rnd.choice(["not json at all\n", '{"log":"cut in the mid\n', "\n",
                                    "\0" * 64 + "\n"]))
@@ -606,7 +608,8 @@ def _reference(path: Path) -> dict[str, object]:
             except (ValueError, AssertionError):
                 malformed.append(no)
                 continue
-            cur = open_.pop(obj["stream"], None)
+            stream = obj.get("stream") or ""
+            cur = open_.pop(stream, None)
             if cur is None:
                 cur = {"time": obj["time"], "log": "", "nbytes": 0}
             cur["log"] = str(cur["log"]) + obj["log"]
@@ -614,7 +617,7 @@ def _reference(path: Path) -> dict[str, object]:
             if obj["log"].endswith("\n"):
                 lines.append(cur)
             else:
-                open_[obj["stream"]] = cur
+                open_[stream] = cur
     lines += open_.values()
     c = classify(pl.DataFrame(lines, schema={"time": pl.String, "log": pl.String,
                                              "nbytes": pl.Int64}))
