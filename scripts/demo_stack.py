@@ -236,6 +236,15 @@ def db_exec(
     return run(compose_cmd("exec", "-T", "db", *args), input=input, timeout=timeout)
 
 
+def shop_psql(sql_file: str, *, timeout: float, quiet: bool = False
+              ) -> subprocess.CompletedProcess[str]:
+    """Run an SQL file in the db container as the shop role (stop at the first error);
+    ``quiet`` hides NOTICEs."""
+    env = ["env", "PGOPTIONS=-c client_min_messages=warning"] if quiet else []
+    return db_exec([*env, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", "shop", "-d", "shop",
+                    "-f", sql_file], timeout=timeout)
+
+
 def seed() -> None:
     """Make sure role, database and schema exist (leftover volumes), then load the data."""
     t0 = time.monotonic()
@@ -253,40 +262,8 @@ def seed() -> None:
         input=ENSURE_SQL,
         timeout=60,
     )
-    db_exec(
-        [
-            "env",
-            "PGOPTIONS=-c client_min_messages=warning",
-            "psql",
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-U",
-            "shop",
-            "-d",
-            "shop",
-            "-f",
-            f"{SHARE}/schema.sql",
-        ],
-        timeout=120,
-    )
-    proc = db_exec(
-        [
-            "psql",
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-U",
-            "shop",
-            "-d",
-            "shop",
-            "-f",
-            f"{SHARE}/seed.sql",
-        ],
-        timeout=600,
-    )
+    shop_psql(f"{SHARE}/schema.sql", timeout=120, quiet=True)
+    proc = shop_psql(f"{SHARE}/seed.sql", timeout=600)
     notices = [
         ln.split("NOTICE:", 1)[1].strip() for ln in proc.stderr.splitlines() if "NOTICE:" in ln
     ]
