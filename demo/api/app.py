@@ -29,6 +29,8 @@ import psycopg2
 import psycopg2.extras
 import psycopg2.pool
 import redis
+
+from jsonlog import JsonFormatter
 from flask import Flask, g, jsonify, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -49,27 +51,6 @@ SEARCH_TTL = int(os.environ.get("SEARCH_CACHE_TTL", "30"))
 DB_POOL_MAX = int(os.environ.get("DB_POOL_MAX", "8"))
 
 # --- logging: one JSON object per line on stdout ------------------------------------------
-
-_LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning",
-           logging.ERROR: "error", logging.CRITICAL: "error"}
-_FIELDS = ("request_id", "method", "path", "status", "latency_ms", "tenant")
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record):
-        obj = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "level": _LEVELS.get(record.levelno, record.levelname.lower()),
-            "msg": record.getMessage(),
-        }
-        for field in _FIELDS:
-            obj[field] = getattr(record, field, None)
-        obj.update(getattr(record, "fields", None) or {})
-        if record.exc_info:
-            obj["exc"] = self.formatException(record.exc_info)
-        return json.dumps(obj, default=str)
-
 
 log = logging.getLogger("shop.api")
 log.setLevel(logging.INFO)
