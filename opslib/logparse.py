@@ -38,7 +38,7 @@ import json
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -363,33 +363,18 @@ class DockerLogReader:
 
     # -- logical lines -------------------------------------------------------------------------
 
-    def batches(self, pool: Executor | None = None, depth: int = 2) -> Iterator[pl.DataFrame]:
+    def batches(self) -> Iterator[pl.DataFrame]:
         """Yield batches of logical lines (partial entries joined).
 
         A line is yielded once complete, so a line joined across a batch boundary may come after
         lines of the other stream that follow it in the file; within a batch, rows are sorted by
-        line number.
-
-        Args:
-            pool: Parse batches in these threads (``depth`` ahead of the one being joined and
-                yielded); without one, everything runs in the calling thread.
-            depth: Batches parsed ahead (each holds one raw batch in memory).
+        line number. (:func:`analyse_files` reads in parallel; this reads in the calling
+        thread.)
         """
         carry = _empty_entries()
-        queue: deque[Future[_Parsed | _Skipped]] = deque()
         for item in self._raw():
-            if pool is None or isinstance(item, _Skipped):
-                done: Future[_Parsed | _Skipped] = Future()
-                done.set_result(item if isinstance(item, _Skipped) else _parse_batch(*item))
-                queue.append(done)
-            else:
-                queue.append(pool.submit(_parse_batch, *item))
-            while len(queue) > (depth if pool is not None else 0):
-                lines, carry = self._consume(queue.popleft().result(), carry)
-                if lines is not None:
-                    yield lines
-        while queue:
-            lines, carry = self._consume(queue.popleft().result(), carry)
+            lines, carry = self._consume(
+                item if isinstance(item, _Skipped) else _parse_batch(*item), carry)
             if lines is not None:
                 yield lines
         if carry.height:  # a line still incomplete at end of file
@@ -397,22 +382,29 @@ class DockerLogReader:
             self.stats.lines += joined.height
             yield self._out(joined)
 
+    def _take(self, item: _Parsed | _Chunk | _Skipped) -> int | None:
+        """Account for the next batch of this file, in file order: number its lines, record
+        its malformed lines and partial entries. Returns the number of its first line (None
+        for skipped bytes)."""
+        base = self._line
+        self._line += item.lines
+        if isinstance(item, _Skipped):
+            self._add_malformed(base, item.offset, item.length, item.reason, item.head)
+            return None
+        self._record([dataclasses.replace(m, line=m.line + base) for m in item.malformed])
+        self.stats.partial_entries += item.partial
+        return base
+
     def _consume(self, parsed: _Parsed | _Skipped, carry: pl.DataFrame
                  ) -> tuple[pl.DataFrame | None, pl.DataFrame]:
         """Number the lines of a parsed batch (in file order) and join partial entries."""
-        if isinstance(parsed, _Skipped):
-            self._add_malformed(self._line, parsed.offset, parsed.length, parsed.reason,
-                                parsed.head)
-            self._line += parsed.lines
+        base = self._take(parsed)
+        if base is None or isinstance(parsed, _Skipped):
             return None, carry
-        base = self._line
-        self._line += parsed.lines
-        self._record([dataclasses.replace(m, line=m.line + base) for m in parsed.malformed])
         entries = parsed.entries
         self.stats.entries += entries.height
         if not entries.height:
             return None, carry
-        self.stats.partial_entries += parsed.partial
         if parsed.partial == 0 and carry.height == 0:
             self.stats.lines += entries.height
             return self._out(entries.with_columns(pl.col("line") + base)), carry
@@ -750,10 +742,9 @@ class _Groups:
     after the other on the same stream)."""
 
     def __init__(self, df: pl.DataFrame, final: np.ndarray) -> None:
-        # Stream codes (0..k-1), then the group id of each entry within its stream: the number
-        # of complete lines before it in that stream.
-        codes = ((df["stream"].rank("dense").cast(pl.Int64) - 1).fill_null(0).to_numpy()
-                 if df.height else np.zeros(0, dtype=np.int64))
+        # Stream codes, then the group id of each entry within its stream: the number of
+        # complete lines before it in that stream.
+        codes = _stream_codes(df["stream"])
         n = len(final)
         self.grp = np.empty(n, dtype=np.int64)
         self.open_tail = np.empty(n, dtype=bool)  # entries after their stream's last newline
@@ -1049,17 +1040,12 @@ def _aggregate(lines: pl.DataFrame, since: str | None = None) -> _BatchAgg:
         df = df.filter(pl.col("time").str.slice(0, 19) >= since)
     js, tx = _split(df, df["log"].str.starts_with("{"))
     parts = []
-    if js.height:
-        f = _json_fields(js, True, per_line=False)
-        f = f.select(*q["minute_str"], "_lv", "_status", "level", _short_col(f["message"]),
-                     "nbytes")
-        parts.append(f.with_columns(key=_zero_digits(f["message"]))
-                     .group_by(_GROUP_KEYS).agg(q["agg"]))
-    if tx.height:
-        f = _text_fields(tx, True, defer=True)
-        f = f.select(*q["minute_str"], pl.lit(None, pl.String).alias("_lv"),
-                     pl.lit(None, pl.String).alias("_status"), "level",
-                     _short_col(f["message"]), "nbytes")
+    for f in ([_json_fields(js, True, per_line=False)] if js.height else []) + (
+            [_text_fields(tx, True, defer=True)] if tx.height else []):
+        f = f.select(*q["minute_str"],
+                     *(pl.col(c) if c in f.columns else pl.lit(None, pl.String).alias(c)
+                       for c in ("_lv", "_status")),
+                     "level", _short_col(f["message"]), "nbytes")
         parts.append(f.with_columns(key=_zero_digits(f["message"]))
                      .group_by(_GROUP_KEYS).agg(q["agg"]))
     if not parts:
@@ -1381,7 +1367,6 @@ class _FileRun:
     def __init__(self, reader: DockerLogReader, acc: _Accumulator, row: dict[str, Any],
                  since: str | None, rest_limit: int) -> None:
         self.reader, self.acc, self.row, self.since = reader, acc, row, since
-        self.line = 1  # number of the next batch's first line
         self.rest: list[tuple[int, pl.DataFrame]] = []  # (first line of its batch, entries)
         self.rest_bytes = 0
         self.rest_limit = rest_limit
@@ -1399,14 +1384,10 @@ class _FileRun:
                  "offset": m.offset, "length": m.length, "reason": m.reason,
                  "snippet": m.snippet} for m in st.examples]
             return
-        base = self.line
-        self.line += item.lines
-        if isinstance(item, _Skipped):
-            r._add_malformed(base, item.offset, item.length, item.reason, item.head)
+        base = r._take(item)
+        if base is None or isinstance(item, _Skipped):
             return
-        r._record([dataclasses.replace(m, line=m.line + base) for m in item.malformed])
         st.entries += item.entries
-        st.partial_entries += item.partial
         st.lines += item.done
         self._merge(item.agg)
         if item.rest.height:
