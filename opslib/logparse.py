@@ -7,18 +7,22 @@ Docker's json-file driver writes one JSON object per line::
 A ``log`` value without a trailing newline is a *partial* entry: Docker splits lines longer than
 16 KB into several entries, and the following entries of the same stream carry the rest of the
 line. This module reads such files (plain or gzip-compressed rotated files) in bounded batches of
-raw bytes. Line boundaries and the envelope's fields are found with numpy on each batch's bytes,
-and the ``time``, ``stream`` and ``log`` columns are arrow string *views* into that buffer (no
-copy, no per-line Python objects; the log text stays JSON-escaped, which is all the
-classification needs); only lines without the json-file shape are checked one by one.
+raw bytes. Line boundaries and the envelope's fields are found on each batch's bytes, and the
+``time``, ``stream`` and ``log`` columns are arrow string *views* into that buffer (no copy, no
+per-line Python objects; the log text stays JSON-escaped, which is all the classification
+needs); only lines without the json-file shape are checked one by one.
 
-:func:`analyse_files` reduces each batch in a worker thread (polars and numpy release the GIL)
-while the next ones are read and parsed: JSON fields (level, status, message) are the only
-per-line regex work; lines are then grouped by minute, level, status and message with its digits
-zeroed, and everything else (plain-text keywords, unescaping, masking numbers, hex ids, UUIDs,
-IPs and timestamps) runs on the distinct groups of many batches. Partial entries are joined in
-file order. Nothing per line is kept across batches, so memory stays bounded by the batch size
-whatever the file size.
+:func:`analyse_files` reduces each batch in a worker thread while the next ones are read: the
+per-line work is finding the JSON fields (level, status, message); lines are then grouped by
+minute, level, status and message with its digits zeroed, and everything else (plain-text
+keywords, unescaping, masking numbers, hex ids, UUIDs, IPs and timestamps) runs on the distinct
+groups of many batches. Partial entries are joined in file order. Nothing per line is kept across
+batches, so memory stays bounded by the batch size whatever the file size.
+
+The per-line work has two implementations with the same results: a small C scanner
+(``_logscan.c``, compiled on first use and loaded with ctypes, see :mod:`opslib._native`), and
+numpy plus polars regexes where no C compiler is available (about 1.6 times slower). Both
+release the GIL, so batches are processed in parallel.
 
 Malformed lines (not JSON, not a json-file entry, NUL-filled holes left by an unsafe truncate,
 empty lines) are counted and reported with their line number and byte offset; they never stop the
@@ -47,6 +51,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from opslib import _native
 from opslib.exceptions import BadInputFormat, BadParameter
 from opslib.redact import redact_text
 
@@ -232,6 +237,8 @@ class _Parsed(NamedTuple):
     partial: int
     #: 0 for stdout, 1 for stderr per entry, when every entry has the usual shape (else None).
     streams: np.ndarray | None = None
+    #: The entries' classification fields, by the native scanner (see :func:`_scan_fields`).
+    fields: pl.DataFrame | None = None
 
 
 def _open(path: Path) -> io.BufferedIOBase:
@@ -417,24 +424,24 @@ class DockerLogReader:
         return lines.with_columns(log=unescape(lines["log"])) if self.decode else lines
 
 
-def _parse_batch(data: _Bytes, size: int, offset: int) -> _Parsed:
+def _parse_batch(data: _Bytes, size: int, offset: int, *, fields: bool = False) -> _Parsed:
     """Parse ``data[:size]`` (whole lines) into entries (line, offset, time, stream, log still
     JSON-escaped, nbytes) and the malformed lines found. Pure: runs in worker threads.
 
-    Line boundaries and the envelope's fields are found with numpy on the raw bytes; the
-    ``time``, ``stream`` and ``log`` columns are arrow string *views* into the batch's buffer
-    (no copy of the text, no per-line objects). Lines without the usual shape (``attrs``, odd
-    field order) are cut with polars string searches, and only the rest is checked one by one.
+    Line boundaries and the envelope's fields are found on the raw bytes by the native scanner
+    (:mod:`opslib._native`), else with numpy; the ``time``, ``stream`` and ``log`` columns are
+    arrow string *views* into the batch's buffer (no copy of the text, no per-line objects).
+    Lines without the usual shape (``attrs``, odd field order) are cut with polars string
+    searches, and only the rest is checked one by one.
+
+    With ``fields``, when the native scanner is available and every line has the usual shape,
+    ``_Parsed.fields`` holds the classification fields of each entry (see
+    :func:`_scan_fields`).
     """
     if len(data) < size + _SLACK:
         data = bytes(data[:size]) + bytes(_SLACK)
-    b = _Buf(data)
-    ends = np.flatnonzero(b.u1[:size] == 10)
-    n = len(ends) + (0 if size and data[size - 1] == 10 else 1)
-    starts = np.zeros(n, dtype=np.int64)
-    starts[1:] = ends[: n - 1] + 1
-    nbytes = np.diff(starts, append=size)
-    tb, tstarts, tsize = b, starts, size
+    b = tb = _Buf(data)
+    tsize = size
     if not _is_ascii(b.u1[:size]):
         try:
             codecs.utf_8_decode(b.u1[:size].data, None, True)
@@ -444,12 +451,30 @@ def _parse_batch(data: _Bytes, size: int, offset: int) -> _Parsed:
             text = bytes(data[:size]).decode("utf-8", "replace").encode("utf-8")
             tsize = len(text)
             tb = _Buf(text + bytes(_SLACK))
+    scanner = _native.scanner()
+    cut = scanner.cut(b.u1, size) if scanner is not None and tb is b else None
+    if cut is not None:
+        starts = tstarts = cut.starts
+        n = len(starts)
+        log_s, log_e, time_s = cut.log_s, cut.log_e, cut.time_s
+    else:
+        ends = np.flatnonzero(b.u1[:size] == 10)
+        n = len(ends) + (0 if size and data[size - 1] == 10 else 1)
+        starts = tstarts = np.zeros(n, dtype=np.int64)
+        starts[1:] = ends[: n - 1] + 1
+        if tb is not b:
             tstarts = np.zeros(n, dtype=np.int64)
             tstarts[1:] = np.flatnonzero(tb.u1[:tsize] == 10)[: n - 1] + 1
-    tends = np.append(tstarts[1:], tsize)
-    if tsize:
-        tends -= tb.u1[np.maximum(tends - 1, 0)] == 10  # content end, newline excluded
-    log_s, log_e, time_s, rest = _cut_envelopes(tb, tstarts, tends)
+    nbytes = np.diff(starts, append=size)
+    tends = np.empty(0, dtype=np.int64)
+    if cut is None or cut.rest:
+        tends = np.append(tstarts[1:], tsize)
+        if tsize:
+            tends -= tb.u1[np.maximum(tends - 1, 0)] == 10  # content end, newline excluded
+    if cut is None:
+        log_s, log_e, time_s, rest = _cut_envelopes(tb, tstarts, tends)
+    else:
+        rest = np.flatnonzero(log_s < 0) if cut.rest else tends
     usual = not rest.size
     if rest.size:
         more = _cut_envelopes_search(tb, tstarts[rest], tends[rest])
@@ -460,16 +485,24 @@ def _parse_batch(data: _Bytes, size: int, offset: int) -> _Parsed:
     idx: Any = slice(None) if not rest.size else np.flatnonzero(log_s >= 0)
     lines = np.arange(n, dtype=np.int64)
     ls, le, ts = log_s[idx], log_e[idx], time_s[idx]
+    if cut is not None and usual:
+        columns = [tb.column(cut.views[k]) for k in range(3)]
+        partial = n - int(np.count_nonzero(cut.complete))
+        streams: np.ndarray | None = cut.stream.astype(np.int64)
+    else:
+        columns = [tb.views(ts, tends[idx] - 2 - ts),
+                   tb.views(le + len(_STREAM_SEP), np.full(len(ls), 6)),
+                   tb.views(ls, le - ls)]
+        partial = len(ls) - int(np.count_nonzero(_ends_with_newline(tb, le)))
+        # The usual shape was checked to hold "stdout" or "stderr": "e" at the fourth byte.
+        streams = (tb.u1[le + len(_STREAM_SEP) + 3] == 101).astype(np.int64) if usual else None
     out = pl.DataFrame({
         "line": lines[idx],
         "offset": starts[idx] + offset,
-        "time": tb.views(ts, tends[idx] - 2 - ts),
-        "stream": tb.views(le + len(_STREAM_SEP), np.full(len(ls), 6)),
-        "log": tb.views(ls, le - ls),
+        "time": columns[0], "stream": columns[1], "log": columns[2],
         "nbytes": nbytes[idx],
         "entries": np.ones(len(ls), dtype=np.int64),
     })
-    partial = len(ls) - int(np.count_nonzero(_ends_with_newline(tb, le)))
     malformed: list[Malformed] = []
     if rest.size:
         bad = pl.DataFrame({
@@ -480,9 +513,30 @@ def _parse_batch(data: _Bytes, size: int, offset: int) -> _Parsed:
         if rescued.height:
             partial += int((~rescued.select(_complete(pl.col("log"))).to_series()).sum())
             out = pl.concat([out, rescued]).sort("line")
-    # The usual shape was checked to hold "stdout" or "stderr": "e" at the fourth byte.
-    streams = (tb.u1[le + len(_STREAM_SEP) + 3] == 101).astype(np.int64) if usual else None
-    return _Parsed(out, malformed, n, partial, streams)
+    found_fields = (_scan_fields(scanner, tb, ls, le)
+                    if fields and usual and scanner is not None else None)
+    return _Parsed(out, malformed, n, partial, streams, found_fields)
+
+
+#: Columns of :func:`_scan_fields`.
+_FIELD_COLUMNS = ["_lv", "_status", "message", "key", "_kw"]
+
+
+def _scan_fields(scanner: _native.Scanner, b: _Buf, log_s: np.ndarray, log_e: np.ndarray
+                 ) -> pl.DataFrame:
+    """What :func:`_aggregate` needs of each line, found by the native scanner in one pass:
+    the raw ``_lv`` and ``_status`` fields, the ``message`` (cut short, still escaped), its
+    grouping ``key`` (digits zeroed) and ``_kw``, whether the line's level must come from
+    keywords of the whole line (JSON without level or status, or plain text longer than a
+    message). The same values as the regexes of :func:`_json_fields` and :func:`_text_fields`
+    followed by :func:`_short_col` and :func:`_zero_digits`."""
+    found = scanner.scan(b.u1, log_s, log_e, _MESSAGE_CHARS)
+    return pl.DataFrame([
+        b.column(found.views[0], found.valid[0]).alias("_lv"),
+        b.column(found.views[1], found.valid[1]).alias("_status"),
+        pl.Series("message", pl.from_arrow(found.message)),
+        pl.Series("key", pl.from_arrow(found.key)),
+        pl.Series("_kw", found.keywords)])
 
 
 #: A raw batch: bytes, or the numpy buffer that :meth:`DockerLogReader._raw` reads into.
@@ -505,12 +559,17 @@ class _Buf:
 
     def views(self, starts: np.ndarray, lengths: np.ndarray) -> pl.Series:
         """A polars String column of ``lengths[i]`` bytes at ``starts[i]`` (valid UTF-8), as
-        arrow string views into this buffer: no copy of the text.
+        arrow string views into this buffer: no copy of the text. A negative length is null.
 
         An arrow view is 16 bytes: the length, then either the string itself (up to 12 bytes,
         zero-padded) or its first 4 bytes, the buffer index (0) and the offset in the buffer.
         """
         n = len(starts)
+        validity = None
+        if n and int(lengths.min()) < 0:
+            valid = lengths >= 0
+            validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
+            starts, lengths = np.where(valid, starts, 0), np.maximum(lengths, 0)
         views = np.empty((n, 4), dtype=np.uint32)
         views[:, 0] = lengths
         views[:, 1] = self.u4[starts]
@@ -532,7 +591,16 @@ class _Buf:
                 views[short, 3] = self.u4[at + 8] & keep4
             else:
                 views[short, 3] = 0
-        arr = pa.Array.from_buffers(pa.string_view(), n, [None, pa.py_buffer(views), self.arrow])
+        return self.column(views, validity=validity)
+
+    def column(self, views: np.ndarray, valid: np.ndarray | None = None, *,
+               validity: pa.Buffer | None = None) -> pl.Series:
+        """A polars String column of arrow string views into this buffer (one 16-byte view per
+        row, as :meth:`views` or the native scanner make them); null where not ``valid``."""
+        if valid is not None and not valid.all():
+            validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
+        arr = pa.Array.from_buffers(pa.string_view(), len(views),
+                                    [validity, pa.py_buffer(views), self.arrow])
         return pl.Series(pl.from_arrow(arr))
 
 
@@ -1029,25 +1097,34 @@ def _aggregate(lines: pl.DataFrame, since: str | None = None) -> _BatchAgg:
 
     Lines are grouped by minute, raw level and status fields and message *before* anything else
     is done per message: the message's grouping key has its digits zeroed (one numpy pass;
-    shapes such as timestamps and IPs survive). Only JSON fields are extracted per line; levels
-    and status classes are mapped on the distinct groups, and the keywords of plain-text lines,
-    unescaping and masking run later on the distinct keys of many batches (see
+    shapes such as timestamps and IPs survive). Only JSON fields are extracted per line (by the
+    native scanner when ``lines`` carries its columns, else with regexes); levels and status
+    classes are mapped on the distinct groups, and the keywords of plain-text lines, unescaping
+    and masking run later on the distinct keys of many batches (see
     :meth:`_Accumulator.compact`).
     """
     q = _agg_exprs()
-    df = lines.select(_LINE_COLUMNS)
+    scanned = "_kw" in lines.columns
+    df = lines.select(_LINE_COLUMNS + (_FIELD_COLUMNS if scanned else []))
     if since is not None:  # only lines at or after this time (YYYY-MM-DDTHH:MM:SS)
         df = df.filter(pl.col("time").str.slice(0, 19) >= since)
-    js, tx = _split(df, df["log"].str.starts_with("{"))
+    if scanned:
+        frames = [df.with_columns(_on_rows(df, df["_kw"], _text_level(pl.col("log"))
+                                           .alias("level")))] if df.height else []
+    else:
+        js, tx = _split(df, df["log"].str.starts_with("{"))
+        frames = ([_json_fields(js, True, per_line=False)] if js.height else []) + (
+            [_text_fields(tx, True, defer=True)] if tx.height else [])
     parts = []
-    for f in ([_json_fields(js, True, per_line=False)] if js.height else []) + (
-            [_text_fields(tx, True, defer=True)] if tx.height else []):
+    for f in frames:
+        if "key" not in f.columns:
+            message = _short_col(f["message"])
+            f = f.with_columns(message, key=_zero_digits(message))
         f = f.select(*q["minute_str"],
                      *(pl.col(c) if c in f.columns else pl.lit(None, pl.String).alias(c)
                        for c in ("_lv", "_status")),
-                     "level", _short_col(f["message"]), "nbytes")
-        parts.append(f.with_columns(key=_zero_digits(f["message"]))
-                     .group_by(_GROUP_KEYS).agg(q["agg"]))
+                     "level", "message", "key", "nbytes")
+        parts.append(f.group_by(_GROUP_KEYS).agg(q["agg"]))
     if not parts:
         return _BatchAgg(0, None)
     groups = parts[0] if len(parts) == 1 else pl.concat(parts)
@@ -1229,6 +1306,7 @@ def analyse_files(
         BadInputFormat: A file cannot be opened.
     """
     cutoff = _since_str(since)
+    _native.scanner()  # built (once) here rather than in a worker
     if workers is None:
         workers = min(8, (os.cpu_count() or 1) + 1)
     if workers < 0:
@@ -1310,12 +1388,15 @@ def _process_batch(data: _Bytes, size: int, offset: int, since: str | None) -> _
     entries, the complete entry that ends them, and each stream's first entry of the batch (it
     may end a line that the previous batch left open).
     """
-    p = _parse_batch(data, size, offset)
+    p = _parse_batch(data, size, offset, fields=True)
     e = p.entries
     if not e.height:
         return _Chunk(p.lines, 0, p.partial, p.malformed, 0, _BatchAgg(0, None), e, 0)
     unsafe = _spanning(e, p.partial, p.streams)
-    safe = e.filter(pl.Series(~unsafe))
+    keep = pl.Series(~unsafe)
+    safe = e.filter(keep)
+    if p.fields is not None:
+        safe = pl.concat([safe, p.fields.filter(keep)], how="horizontal")
     rest = _own(e.filter(pl.Series(unsafe)))
     agg = _aggregate(safe, since) if safe.height else _BatchAgg(0, None)
     return _Chunk(p.lines, e.height, p.partial, p.malformed, safe.height, agg, rest,

@@ -18,12 +18,14 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
 import yaml
 
-from opslib import logs
+from opslib import _native, logs
+from opslib import logparse as lp
 from opslib.exceptions import BadParameter, PlanError, VerificationFailed
 from opslib.logparse import DockerLogReader, analyse_files, classify, mask_messages
 from opslib.redact import MASK
@@ -65,10 +67,24 @@ def nginx_line(status: int, uri: str = "/api/products?q=chair&limit=20") -> str:
                        "request_time": 0.012}, separators=(",", ":")) + "\n"
 
 
+@pytest.fixture(params=["native", "numpy"])
+def scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the native scanner (built from opslib/_logscan.c) and without it (the
+    numpy and polars regex path of machines without a C compiler)."""
+    if request.param == "numpy":
+        monkeypatch.setattr(_native, "scanner", lambda: None)
+    elif _native.scanner() is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but the native log scanner cannot be built (is cc installed?)")
+        pytest.skip("no C compiler: the native log scanner is not built")
+    return str(request.param)
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("batch_bytes", [4096, 20_000, 4 << 20])
-def test_partial_entries_of_a_long_line_are_joined(tmp_path: Path, batch_bytes: int) -> None:
+def test_partial_entries_of_a_long_line_are_joined(tmp_path: Path, batch_bytes: int,
+                                                   scanner: str) -> None:
     big = "X" * 40_000 + " end\n"  # > 16 KB: Docker writes it as 3 partial entries
     chunks = entries(big, when=1)
     assert len(chunks) == 3 and not json.loads(chunks[0])["log"].endswith("\n")
@@ -95,7 +111,8 @@ def test_partial_line_at_end_of_file_is_kept(tmp_path: Path) -> None:
     assert reader.stats.lines == 2 and reader.stats.partial_entries == 1
 
 
-def test_malformed_lines_are_counted_with_positions_and_never_fatal(tmp_path: Path) -> None:
+def test_malformed_lines_are_counted_with_positions_and_never_fatal(tmp_path: Path,
+                                                                     scanner: str) -> None:
     good = entries("good 1\n")
     bad = [
         "this is not json\n",
@@ -126,7 +143,7 @@ def test_malformed_lines_are_counted_with_positions_and_never_fatal(tmp_path: Pa
         assert by_line[7].snippet.startswith("\\0×512")
 
 
-def test_invalid_utf8_and_gzip_rotated_files(tmp_path: Path) -> None:
+def test_invalid_utf8_and_gzip_rotated_files(tmp_path: Path, scanner: str) -> None:
     raw = b"".join(e.encode() for e in entries("one\n")) + \
         b'{"log":"bad \xff byte\\n","stream":"stdout","time":"2024-05-01T12:00:01Z"}\n'
     gz = tmp_path / "c-json.log.1.gz"
@@ -138,7 +155,7 @@ def test_invalid_utf8_and_gzip_rotated_files(tmp_path: Path) -> None:
     assert reader.stats.malformed == 0 and reader.stats.bytes_read == len(raw)
 
 
-def test_non_ascii_text_attrs_and_escapes_are_cut_exactly(tmp_path: Path) -> None:
+def test_non_ascii_text_attrs_and_escapes_are_cut_exactly(tmp_path: Path, scanner: str) -> None:
     text = 'café ünïcödé 日本 "quoted" \\ back\tslash\n'
     lines = [json.dumps({"log": text, "stream": "stderr", "time": "2024-05-01T12:00:00.5Z"},
                         ensure_ascii=False, separators=(",", ":")) + "\n",
@@ -631,8 +648,8 @@ def _reference(path: Path) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_analysis_matches_a_line_by_line_reference_for_any_batching(tmp_path: Path,
-                                                                     seed: int) -> None:
+def test_analysis_matches_a_line_by_line_reference_for_any_batching(tmp_path: Path, seed: int,
+                                                                     scanner: str) -> None:
     path = _mixed_log(tmp_path / "svc-json.log", seed)
     ref = _reference(path)
     assert len(ref["malformed"]) > 10  # type: ignore[arg-type]
@@ -653,3 +670,114 @@ def test_analysis_matches_a_line_by_line_reference_for_any_batching(tmp_path: Pa
         results.append(a.top_messages.sort("count", "message", descending=True)
                        .select("level", "status_class", "message", "count", "bytes").rows())
     assert all(r == results[0] for r in results[1:])
+
+
+# --- the native scanner against the regexes ------------------------------------------------------
+
+_KEYS = ['"level"', '"severity"', '"loglevel"', '"status"', '"upstream_status"', '"msg"',
+         '"message"', '"method"', '"request_method"', '"uri"', '"request_uri"', '"path"', '"x"']
+_SEPS = [":", " : ", ": ", ":  ", " :", ""]
+_VALUES = ['"info"', '"ERROR"', '"Warn"', '"informational"', '"GET"', '"get"', "200", '"404"',
+           "5000", '"20x"', "503,", "301}", '"a\\"b"', '"a\\\\b"', '"tab\\t"', '"line\\n"',
+           '"é漢字 ✓"', '"' + "é" * 320 + '"', '""', '"\\""', '"order 12 at 10.0.0.7"', "null"]
+_OTHER = [", ", "{", "}", " ERROR ", "Traceback", "\\", '\\"', '"']
+
+
+def _fuzz_lines(seed: int, count: int) -> list[str]:
+    """Log lines of JSON-ish pieces in random order: mostly key, separator, value (keys inside
+    values, escaped quotes and backslashes, keys without values, multi-byte text, long values),
+    with stray pieces in between, and some plain text."""
+    import random
+
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(count):
+        pieces = []
+        for _ in range(rnd.randint(0, 8)):
+            if rnd.random() < 0.7:
+                pieces += [rnd.choice(_KEYS), rnd.choice(_SEPS), rnd.choice(_VALUES), ","]
+            else:
+                pieces.append(rnd.choice(_OTHER + _VALUES))
+        text = ("{" if rnd.random() < 0.8 else "") + "".join(pieces)
+        out.append(text + rnd.choice(["\n", "\r\n", "", "\\\n"]))
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_native_scanner_finds_the_same_fields_as_the_regexes(seed: int) -> None:
+    if _native.scanner() is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but the native log scanner cannot be built (is cc installed?)")
+        pytest.skip("no C compiler: the native log scanner is not built")
+    texts = _fuzz_lines(seed, 3000)
+    raw = "".join(json.dumps({"log": t, "stream": "stdout", "time": ts(i)}, ensure_ascii=False,
+                             separators=(",", ":")) + "\n" for i, t in enumerate(texts))
+    data = raw.encode()
+    parsed = lp._parse_batch(data, len(data), 0, fields=True)
+    assert parsed.fields is not None and parsed.fields.height == len(texts)
+    native = pl.concat([parsed.entries, parsed.fields], how="horizontal")
+    # The regex path, line by line: the same columns.
+    e = parsed.entries.with_row_index("i")
+    js, tx = e.filter(pl.col("log").str.starts_with("{")), \
+        e.filter(~pl.col("log").str.starts_with("{"))
+    parts = [lp._json_fields(js, True, per_line=False), lp._text_fields(tx, True, defer=True)]
+    ref = pl.concat([p.select("i", *(pl.col(c) if c in p.columns else pl.lit(None, pl.String)
+                                     .alias(c) for c in ("_lv", "_status")),
+                              "level", "message") for p in parts]).sort("i")
+    short = lp._short_col(ref["message"])
+    ref = ref.with_columns(short, key=lp._zero_digits(short), _kw=pl.col("level").is_not_null())
+    got = native.select("_lv", "_status", "message", "key", "_kw")
+    want = ref.select("_lv", "_status", "message", "key", "_kw")
+    for col in got.columns:
+        bad = [(i, texts[i], got[col][i], want[col][i]) for i in range(len(texts))
+               if got[col][i] != want[col][i]]
+        assert not bad, (col, bad[:3])
+    # Enough of each case was produced to mean something.
+    assert got["_lv"].drop_nulls().len() > 200 and got["_status"].drop_nulls().len() > 100
+    assert got["_kw"].sum() > 200 and (got["message"].str.len_chars() == 300).sum() > 20
+    # And the batch aggregates are the same with and without the scanner's columns.
+    agg = [lp._aggregate(f).groups for f in (native, parsed.entries)]
+    assert agg[0] is not None and agg[1] is not None
+    keys = ["minute", "_lv", "_status", "level", "key"]
+    assert agg[0].sort(keys).select(*keys, "count", "bytes").equals(
+        agg[1].sort(keys).select(*keys, "count", "bytes"))
+
+
+def test_native_scanner_build_cache_and_fallbacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    import shutil
+
+    if shutil.which(os.environ.get("CC") or "cc") is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but there is no C compiler for the native log scanner")
+        pytest.skip("no C compiler")
+    monkeypatch.setenv("OPSLIB_CACHE_DIR", str(tmp_path / "cache"))
+    built = _native.build()
+    assert built is not None and built.parent == tmp_path / "cache"
+    stamp = built.stat().st_mtime_ns
+    assert _native.build() == built and built.stat().st_mtime_ns == stamp  # cached, not rebuilt
+    sc = _native.Scanner(built)
+    line = b'{"log":"{\\"level\\":\\"warn\\",\\"msg\\":\\"disk 91%\\"}\\n",' \
+        b'"stream":"stderr","time":"2024-05-01T12:00:00.123456789Z"}\n'
+    buf = np.frombuffer(line + bytes(16), dtype=np.uint8)
+    cut = sc.cut(buf, len(line))
+    assert cut.rest == 0 and cut.stream.tolist() == [1] and cut.complete.tolist() == [True]
+    found = sc.scan(buf, cut.log_s, cut.log_e, 300)
+    assert found.message.to_pylist() == ["disk 91%"] and found.key.to_pylist() == ["disk 00%"]
+    with pytest.raises(ValueError):
+        sc.scan(buf, cut.log_s, cut.log_e + 10_000, 300)  # spans outside the buffer
+    # No compiler, a failing compiler, or switched off: None, and the regex path is used.
+    monkeypatch.setenv("OPSLIB_CACHE_DIR", str(tmp_path / "other"))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    assert _native.build() is None
+    monkeypatch.setenv("CC", "false")
+    with caplog.at_level("WARNING", logger="opslib._native"):
+        assert _native.build() is None
+    assert "cannot build the native log scanner" in caplog.text
+    assert not list((tmp_path / "other").glob("*"))  # no half-written library left behind
+    monkeypatch.setenv("OPSLIB_NATIVE", "0")
+    _native.scanner.cache_clear()
+    try:
+        assert _native.scanner() is None
+    finally:
+        _native.scanner.cache_clear()
