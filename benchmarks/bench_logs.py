@@ -9,7 +9,9 @@ NDJSON reader stops at the first one), then, for each size, times in the same ru
 * the reference: ``polars.scan_ndjson`` per file with the same per-service / per-minute
   aggregation (lines, bytes, errors from the level field, HTTP status or keywords),
 * ``opslib.logparse.analyse_files`` (which also joins partial lines, accounts malformed lines,
-  classifies levels and status classes and groups masked messages),
+  classifies levels and status classes and groups masked messages) with its native scanner
+  (``opslib/_logscan.c``), and again without it (``OPSLIB_NATIVE=0``: the numpy and polars
+  regex path of machines without a C compiler),
 
 each in its own subprocess so its peak RSS is measured. Prints MB/s, the ratio opslib/reference
 and opslib's peak RSS; deletes the generated files at the end.
@@ -174,10 +176,11 @@ print(json.dumps({"lines": a.total_lines, "errors": int(a.volume["errors"].sum()
 '''
 
 
-def _run(cmd: list[str]) -> tuple[float, float, float, str]:
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, str]:
     """Run a command; return (wall seconds, CPU seconds, peak RSS in MB, stdout)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
     _, status, usage = os.wait4(proc.pid, 0)  # outputs are a few bytes: no pipe can fill up
     elapsed = time.perf_counter() - t0
     out = proc.stdout.read() if proc.stdout else ""
@@ -194,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     args = ap.parse_args(argv)
     py = sys.executable
+    scanner = subprocess.run([py, "-m", "opslib._native"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    print(f"# opslib {scanner}")
+    if "native (" not in scanner:
+        print("# (no native scanner: both opslib rows run the regex path)")
     root = Path(tempfile.mkdtemp(prefix="opslib-bench-logs-", dir="/tmp"))
     print(f"{'size':>6} {'tool':<10} {'seconds':>8} {'MB/s':>8} {'CPU s':>7} {'MB/CPU-s':>9} "
           f"{'peak RSS MB':>12}  result")
@@ -209,12 +217,14 @@ def main(argv: list[str] | None = None) -> int:
                 "wc -l": ["wc", "-l", *map(str, files.values())],
                 "reference": [py, "-c", REFERENCE, spec],
                 "opslib": [py, "-c", OPSLIB, spec],
+                "no C": [py, "-c", OPSLIB, spec],
             }
+            envs = {"no C": {"OPSLIB_NATIVE": "0"}}
             best: dict[str, tuple[float, float, float, str]] = {}
             peak: dict[str, float] = {}
             for _ in range(args.repeat):  # interleaved, so all tools see the same machine load
                 for name, cmd in cmds.items():
-                    res = _run(cmd)
+                    res = _run(cmd, envs.get(name))
                     peak[name] = max(peak.get(name, 0.0), res[2])
                     if name not in best or res[0] < best[name][0]:
                         best[name] = res
@@ -227,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             cpu_ratio = best["reference"][1] / best["opslib"][1]
             print(f"{gb:>5g}G opslib/reference throughput ratio = {ratio:.2f} (goal >= 0.5; "
                   f"per CPU-second {cpu_ratio:.2f}); opslib peak RSS = {peak['opslib']:.0f} MB "
-                  "(goal < 300)")
+                  f"(goal < 300); without the C scanner: ratio "
+                  f"{best['reference'][0] / best['no C'][0]:.2f}, peak RSS "
+                  f"{peak['no C']:.0f} MB")
             if not args.keep:
                 shutil.rmtree(root / f"{gb:g}GB", ignore_errors=True)
     finally:
