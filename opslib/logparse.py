@@ -21,7 +21,7 @@ batches, so memory stays bounded by the batch size whatever the file size.
 
 The per-line work has two implementations with the same results: a small C scanner
 (``_logscan.c``, compiled on first use and loaded with ctypes, see :mod:`opslib._native`), and
-numpy plus polars regexes where no C compiler is available (about 1.6 times slower). Both
+numpy plus polars regexes where no C compiler is available (1.3 to 1.8 times slower). Both
 release the GIL, so batches are processed in parallel.
 
 Malformed lines (not JSON, not a json-file entry, NUL-filled holes left by an unsafe truncate,
