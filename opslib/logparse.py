@@ -466,15 +466,15 @@ def _parse_batch(data: _Bytes, size: int, offset: int, *, fields: bool = False) 
             tstarts = np.zeros(n, dtype=np.int64)
             tstarts[1:] = np.flatnonzero(tb.u1[:tsize] == 10)[: n - 1] + 1
     nbytes = np.diff(starts, append=size)
-    tends = np.empty(0, dtype=np.int64)
+    rest = tends = np.empty(0, dtype=np.int64)
     if cut is None or cut.rest:
         tends = np.append(tstarts[1:], tsize)
         if tsize:
             tends -= tb.u1[np.maximum(tends - 1, 0)] == 10  # content end, newline excluded
     if cut is None:
         log_s, log_e, time_s, rest = _cut_envelopes(tb, tstarts, tends)
-    else:
-        rest = np.flatnonzero(log_s < 0) if cut.rest else tends
+    elif cut.rest:
+        rest = np.flatnonzero(log_s < 0)
     usual = not rest.size
     if rest.size:
         more = _cut_envelopes_search(tb, tstarts[rest], tends[rest])
@@ -559,17 +559,12 @@ class _Buf:
 
     def views(self, starts: np.ndarray, lengths: np.ndarray) -> pl.Series:
         """A polars String column of ``lengths[i]`` bytes at ``starts[i]`` (valid UTF-8), as
-        arrow string views into this buffer: no copy of the text. A negative length is null.
+        arrow string views into this buffer: no copy of the text.
 
         An arrow view is 16 bytes: the length, then either the string itself (up to 12 bytes,
         zero-padded) or its first 4 bytes, the buffer index (0) and the offset in the buffer.
         """
         n = len(starts)
-        validity = None
-        if n and int(lengths.min()) < 0:
-            valid = lengths >= 0
-            validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
-            starts, lengths = np.where(valid, starts, 0), np.maximum(lengths, 0)
         views = np.empty((n, 4), dtype=np.uint32)
         views[:, 0] = lengths
         views[:, 1] = self.u4[starts]
@@ -591,12 +586,12 @@ class _Buf:
                 views[short, 3] = self.u4[at + 8] & keep4
             else:
                 views[short, 3] = 0
-        return self.column(views, validity=validity)
+        return self.column(views)
 
-    def column(self, views: np.ndarray, valid: np.ndarray | None = None, *,
-               validity: pa.Buffer | None = None) -> pl.Series:
+    def column(self, views: np.ndarray, valid: np.ndarray | None = None) -> pl.Series:
         """A polars String column of arrow string views into this buffer (one 16-byte view per
         row, as :meth:`views` or the native scanner make them); null where not ``valid``."""
+        validity = None
         if valid is not None and not valid.all():
             validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
         arr = pa.Array.from_buffers(pa.string_view(), len(views),
