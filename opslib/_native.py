@@ -179,11 +179,15 @@ def _check(buf: np.ndarray, need: int) -> None:
         raise ValueError(f"buf holds {len(buf)} bytes, {need} needed")
 
 
+def _switched_off() -> bool:
+    return os.environ.get("OPSLIB_NATIVE", "1") == "0"
+
+
 @functools.cache
 def scanner() -> Scanner | None:
     """The native scanner, built on first use; None when disabled (``OPSLIB_NATIVE=0``) or
     unavailable."""
-    if os.environ.get("OPSLIB_NATIVE", "1") == "0":
+    if _switched_off():
         return None
     path = build()
     if path is None:
@@ -199,8 +203,7 @@ def describe() -> str:
     """One line saying which log scanner the analysis uses."""
     sc = scanner()
     if sc is None:
-        why = ("OPSLIB_NATIVE=0" if os.environ.get("OPSLIB_NATIVE", "1") == "0"
-               else "no C compiler or the build failed")
+        why = "OPSLIB_NATIVE=0" if _switched_off() else "no C compiler or the build failed"
         return f"log scanner: numpy/polars regexes ({why})"
     return f"log scanner: native ({sc.path})"
 

@@ -73,11 +73,17 @@ def scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     numpy and polars regex path of machines without a C compiler)."""
     if request.param == "numpy":
         monkeypatch.setattr(_native, "scanner", lambda: None)
-    elif _native.scanner() is None:
+    else:
+        _require_native()
+    return str(request.param)
+
+
+def _require_native() -> None:
+    """Skip without the native scanner (a laptop without a C compiler); fail under CI=true."""
+    if _native.scanner() is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("CI=true but the native log scanner cannot be built (is cc installed?)")
         pytest.skip("no C compiler: the native log scanner is not built")
-    return str(request.param)
 
 
 # --- parser ------------------------------------------------------------------------------------
@@ -705,10 +711,7 @@ def _fuzz_lines(seed: int, count: int) -> list[str]:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_native_scanner_finds_the_same_fields_as_the_regexes(seed: int) -> None:
-    if _native.scanner() is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true but the native log scanner cannot be built (is cc installed?)")
-        pytest.skip("no C compiler: the native log scanner is not built")
+    _require_native()
     texts = _fuzz_lines(seed, 3000)
     raw = "".join(json.dumps({"log": t, "stream": "stdout", "time": ts(i)}, ensure_ascii=False,
                              separators=(",", ":")) + "\n" for i, t in enumerate(texts))
@@ -745,12 +748,7 @@ def test_native_scanner_finds_the_same_fields_as_the_regexes(seed: int) -> None:
 
 def test_native_scanner_build_cache_and_fallbacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   caplog: pytest.LogCaptureFixture) -> None:
-    import shutil
-
-    if shutil.which(os.environ.get("CC") or "cc") is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true but there is no C compiler for the native log scanner")
-        pytest.skip("no C compiler")
+    _require_native()
     monkeypatch.setenv("OPSLIB_CACHE_DIR", str(tmp_path / "cache"))
     built = _native.build()
     assert built is not None and built.parent == tmp_path / "cache"
