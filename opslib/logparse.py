@@ -697,8 +697,8 @@ def _cut_envelopes_search(b: _Buf, starts: np.ndarray, ends: np.ndarray
     envelope itself. Returns (found mask, log start, log end, time start)."""
     raw = pl.col("raw")
     f = pl.DataFrame({"raw": b.views(starts, ends - starts)}).select(
-        sep=raw.str.find(_STREAM_SEP, literal=True),
-        tkey=raw.str.find(_TIME_KEY, literal=True),
+        sep=_byte_find(raw, _STREAM_SEP),
+        tkey=_byte_find(raw, _TIME_KEY),
         shape=raw.str.starts_with(_LOG_PREFIX) & raw.str.ends_with('"}'),
     )
     sep = f["sep"].fill_null(-1).to_numpy().astype(np.int64)
@@ -706,6 +706,16 @@ def _cut_envelopes_search(b: _Buf, starts: np.ndarray, ends: np.ndarray
     found = f["shape"].fill_null(False).to_numpy() & (sep >= 0) & (tkey > sep)
     s = starts[found]
     return found, s + len(_LOG_PREFIX), s + sep[found], s + tkey[found] + len(_TIME_KEY)
+
+
+def _byte_find(raw: pl.Expr, literal: str) -> pl.Expr:
+    """Byte offset of the first ``literal`` in each value, null where it does not occur.
+
+    ``str.find`` counts bytes in polars 1 and characters in polars 2; the byte length of the
+    text before the first split is the same in both.
+    """
+    before = raw.str.splitn(literal, 2).struct.field("field_0").str.len_bytes()
+    return pl.when(raw.str.contains(literal, literal=True)).then(before.cast(pl.Int64))
 
 
 def _parse_careful(bad: pl.DataFrame, malformed: list[Malformed]) -> pl.DataFrame:
