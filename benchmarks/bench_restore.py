@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from opslib import backup as bk
-from opslib import docker as od
+from opslib import engine as od
 from opslib.exceptions import OpslibError
 
 LABELS = {"opslib.test": "1", "opslib.bench": "1"}

@@ -1,4 +1,4 @@
-"""Benchmark: plain papermill vs ``opslib.runner.run_runbook`` on the same small notebook.
+"""Benchmark: plain papermill vs ``opslib.runbook.runner.run_runbook`` on the same small notebook.
 
 Both run in this one process, interleaved (papermill, opslib, papermill, ...) after one warm-up run
 each, so imports and caches are paid outside the timings. opslib does more per run (parameter
@@ -24,7 +24,7 @@ from pathlib import Path
 import papermill as pm
 from plotly.offline import get_plotlyjs
 
-from opslib.runner import run_runbook
+from opslib.runbook.runner import run_runbook
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "notebooks"

@@ -3,10 +3,10 @@
 Starts N idle containers (``debian:bookworm-slim`` running ``sleep infinity``, labelled
 ``opslib.test=1``) for N = 1, 5, 20, then times in the same run, each ``--repeat`` times:
 
-* sequential: ``opslib.docker.container_stats`` on each container, one after the other (what a
+* sequential: ``opslib.engine.container_stats`` on each container, one after the other (what a
   naive loop does; the reference),
-* concurrent: ``opslib.docker.snapshot_stats`` (one thread per container), the way
-  ``opslib.docker.sample_stats`` reads a project.
+* concurrent: ``opslib.engine.snapshot_stats`` (one thread per container), the way
+  ``opslib.engine.sample_stats`` reads a project.
 
 One reading takes one to two seconds whatever the container (the engine waits for its next
 collection cycle and reports the previous one too), so the sequential time grows with N and the
@@ -30,7 +30,7 @@ import time
 import uuid
 from typing import Any
 
-from opslib.docker import connect, container_stats, snapshot_stats
+from opslib.engine import connect, container_stats, snapshot_stats
 from opslib.exceptions import ContainerNotFound
 
 IMAGE = "debian:bookworm-slim"

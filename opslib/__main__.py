@@ -1,3 +1,3 @@
-from opslib.cli import main
+from opslib.runbook.cli import main
 
 raise SystemExit(main())

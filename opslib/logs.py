@@ -40,7 +40,7 @@ from typing import Any, cast
 import pandas as pd
 import polars as pl
 
-from opslib.docker import (
+from opslib.engine import (
     CONFIG_FILES_LABEL,
     SERVICE_LABEL,
     WORKDIR_LABEL,

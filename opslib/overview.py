@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from opslib.docker import inspect_facts
+from opslib.engine import inspect_facts
 
 __all__ = ["overview_figure", "stack_overview", "unhealthy_services"]
 

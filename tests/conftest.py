@@ -39,7 +39,7 @@ def _no_engine(reason: str) -> None:
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[Any]:
     """A connected docker-py client; skip (laptop) or fail (CI) without an engine."""
-    from opslib.docker import connect
+    from opslib.engine import connect
     from opslib.exceptions import EngineUnreachable
 
     try:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from opslib import audit
-from opslib import docker as od
+from opslib import engine as od
 from opslib.redact import fingerprint
 from opslib.report import results_from_notebook
 

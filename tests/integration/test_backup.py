@@ -14,7 +14,7 @@ import papermill as pm
 import pytest
 
 from opslib import backup as bk
-from opslib import docker as od
+from opslib import engine as od
 from opslib.exceptions import CommandFailed, VerificationFailed
 from opslib.report import results_from_notebook
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from opslib.docker import exec_in_container, exec_in_service, inspect_facts, service_container
+from opslib.engine import exec_in_container, exec_in_service, inspect_facts, service_container
 
 pytestmark = pytest.mark.docker
 

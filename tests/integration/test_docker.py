@@ -1,4 +1,4 @@
-"""opslib.docker against the real engine and the demo stack."""
+"""opslib.engine against the real engine and the demo stack."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import papermill as pm
 import pytest
 
-from opslib import docker as od
+from opslib import engine as od
 from opslib.exceptions import (
     CommandFailed,
     ContainerNotFound,

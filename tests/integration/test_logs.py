@@ -26,7 +26,7 @@ import papermill as pm
 import pytest
 import yaml
 
-from opslib import docker as od
+from opslib import engine as od
 from opslib import logs
 from opslib.redact import MASK, redact_text
 from opslib.report import results_from_notebook
@@ -250,7 +250,7 @@ def test_plan_apply_recreate_with_rotation_is_idempotent(
 
 APPLY = """
 import sys
-from opslib import docker as od, logs
+from opslib import engine as od, logs
 logs.apply_cleanup(logs.load_plan(sys.argv[1]), od.connect(), out_dir=sys.argv[2], apply=True,
                    compresslevel=9)
 """

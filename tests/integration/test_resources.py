@@ -21,7 +21,7 @@ import papermill as pm
 import pytest
 import yaml
 
-from opslib import docker as od
+from opslib import engine as od
 from opslib import resources as res
 from opslib.report import results_from_notebook
 

@@ -12,7 +12,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from opslib import audit, vulns
+from opslib import audit
+from opslib.audit import vulns
 from opslib.exceptions import BadInputFormat, BadParameter, ToolMissing
 from opslib.redact import fingerprint, redact_text
 

@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from opslib import schedule
-from opslib.cli import main
 from opslib.exceptions import BadParameter
+from opslib.runbook import schedule
+from opslib.runbook.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 NB = ROOT / "tests" / "notebooks"

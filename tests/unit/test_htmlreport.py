@@ -14,8 +14,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from plotly.offline import get_plotlyjs
 
-from opslib import htmlreport, runner
 from opslib.report import PLOTLY_MIME
+from opslib.runbook import htmlreport, runner
 
 ROOT = Path(__file__).resolve().parents[2]
 NB = ROOT / "tests" / "notebooks"

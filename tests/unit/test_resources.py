@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
+import opslib
 from opslib import resources as res
-from opslib.docker import cpu_percent, mem_usage_no_cache, parse_stats
+from opslib.engine import cpu_percent, mem_usage_no_cache, parse_stats
 from opslib.exceptions import BadInputFormat, BadParameter
 
 MIB = 1024 * 1024
@@ -352,7 +353,7 @@ def test_declared_resources_reads_both_forms() -> None:
 
 
 def test_resolve_compose_file(tmp_path: Path) -> None:
-    assert res.resolve_compose_file("") == Path(res.__file__).resolve().parents[1] / \
+    assert res.resolve_compose_file("") == Path(opslib.__file__).resolve().parents[1] / \
         "demo" / "compose.yaml"
     f = tmp_path / "c.yaml"
     f.write_text("services: {}\n")

@@ -10,11 +10,16 @@ from typing import Any
 import nbformat
 import pytest
 
-from opslib import runner
 from opslib.exceptions import BadParameter, RunbookNotFound
 from opslib.redact import MASK
 from opslib.report import results_from_notebook
-from opslib.runbooks import find_root, inspect_parameters, resolve_runbook, validate_parameters
+from opslib.runbook import runner
+from opslib.runbook.catalog import (
+    find_root,
+    inspect_parameters,
+    resolve_runbook,
+    validate_parameters,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 NB = ROOT / "tests" / "notebooks"

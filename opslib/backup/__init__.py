@@ -40,7 +40,7 @@ from typing import Any
 import pandas as pd
 
 from opslib import __version__
-from opslib.docker import (
+from opslib.engine import (
     engine_errors,
     exec_in_container,
     exec_to_file,

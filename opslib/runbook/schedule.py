@@ -213,7 +213,7 @@ def notify_failure(urls: Sequence[str], result: Any) -> bool:
 
     Args:
         urls: apprise URLs.
-        result: A :class:`opslib.runner.RunResult`.
+        result: A :class:`opslib.runbook.runner.RunResult`.
 
     Returns:
         True when every notification was delivered (or none was due).

@@ -80,7 +80,7 @@ def find_root(start: Path | None = None) -> Path:
             (folder / m).exists() for m in ("pyproject.toml", ".git")
         ):
             return folder
-    package_root = Path(__file__).resolve().parents[1]
+    package_root = Path(__file__).resolve().parents[2]
     return package_root if (package_root / "notebooks").is_dir() else here
 
 

@@ -3,7 +3,7 @@
 The flow of the ``resource-tuning`` runbook (checklist §3):
 
 1. :func:`sample_with_load` samples every container of a compose project
-   (:func:`opslib.docker.sample_stats`), optionally while a bounded k6 run loads the demo stack.
+   (:func:`opslib.engine.sample_stats`), optionally while a bounded k6 run loads the demo stack.
 2. :func:`current_state` puts the live limits (inspect) next to what the compose file declares and
    flags services without a memory or CPU limit, OOM kills, restarts and CPU throttling.
 3. :func:`usage_summary` and :func:`recommend` turn the samples into a memory limit, a memory
@@ -29,8 +29,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from opslib import docker as od
-from opslib.docker import (
+from opslib import engine as od
+from opslib.engine import (
     DEMO_COMPOSE,
     compose,
     inspect_facts,
@@ -258,7 +258,7 @@ def round_cpus(cpus: float, step: float = 0.25) -> float:
 
 def resolve_compose_file(compose_file: str | Path = "") -> Path:
     """Resolve the runbook's ``compose_file`` parameter (one file; see
-    :func:`opslib.docker.resolve_compose_files`).
+    :func:`opslib.engine.resolve_compose_files`).
 
     Args:
         compose_file: A path; empty means the demo stack's ``demo/compose.yaml``. Relative paths
@@ -279,7 +279,7 @@ def resolve_compose_file(compose_file: str | Path = "") -> Path:
 def compose_config(
     files: Path | str | Sequence[Path | str], project: str | None = None
 ) -> dict[str, Any]:
-    """The fully resolved compose model: :func:`opslib.docker.compose_config`."""
+    """The fully resolved compose model: :func:`opslib.engine.compose_config`."""
     return od.compose_config(files, project=project)
 
 
@@ -344,7 +344,7 @@ def host_cpus(client: Any) -> int:
     Returns:
         ``docker info`` NCPU.
     """
-    from opslib.docker import engine_errors
+    from opslib.engine import engine_errors
 
     with engine_errors():
         return int(client.info().get("NCPU") or 1)
@@ -432,7 +432,7 @@ def services_without_limits(state: pd.DataFrame, *, kind: str = "any") -> list[s
     """Services that have a container without a limit.
 
     Args:
-        state: A frame from :func:`current_state` (or :func:`opslib.docker.inspect_facts`).
+        state: A frame from :func:`current_state` (or :func:`opslib.engine.inspect_facts`).
         kind: ``"memory"``, ``"cpu"`` or ``"any"`` (no memory limit or no CPU limit).
 
     Returns:
@@ -459,7 +459,7 @@ class LoadedSample:
     """Stats samples and, when load was driven, the load test's result.
 
     Attributes:
-        samples: The frame of :func:`opslib.docker.sample_stats`.
+        samples: The frame of :func:`opslib.engine.sample_stats`.
         load: ``"none"`` or ``"k6"``.
         k6_run: What ``opslib.loadtest.run_k6`` returned (``None`` without load).
         load_error: Why the load run failed, if it did (sampling still completed).
@@ -487,7 +487,7 @@ def sample_with_load(
 
     With ``load="k6"``, ``opslib.loadtest.run_k6`` runs in a background thread for
     ``duration_s`` seconds with ``k6_vus`` virtual users against ``base_url`` (127.0.0.1 only)
-    while :func:`opslib.docker.sample_stats` samples.
+    while :func:`opslib.engine.sample_stats` samples.
 
     Args:
         client: A ``docker.DockerClient``.
@@ -560,7 +560,7 @@ def usage_summary(samples: pd.DataFrame) -> pd.DataFrame:
     container, so replicas pool their readings).
 
     Args:
-        samples: A frame from :func:`opslib.docker.sample_stats`.
+        samples: A frame from :func:`opslib.engine.sample_stats`.
 
     Returns:
         Columns service, samples, mem_median, mem_p95, mem_p99, mem_max (bytes), cpu_median,
@@ -842,7 +842,7 @@ def usage_figure(
     """Usage over time per service against the current and recommended limits.
 
     Args:
-        samples: A frame from :func:`opslib.docker.sample_stats`.
+        samples: A frame from :func:`opslib.engine.sample_stats`.
         recommendations: A frame from :func:`recommend`.
         resource: ``"memory"`` (MiB) or ``"cpu"`` (cores).
 

@@ -7,7 +7,7 @@ notebook client in its own folder ``outputs/<runbook>/<UTC stamp>-<id>/`` and wr
 * ``notebook.ipynb`` - the executed notebook, secrets redacted;
 * ``results.json`` - status, exit code and reason, parameters (redacted), timings, every value the
   notebook recorded with :func:`opslib.report.record` and every :func:`opslib.report.check`;
-* ``report.html`` - the self-contained report (:mod:`opslib.htmlreport`).
+* ``report.html`` - the self-contained report (:mod:`opslib.runbook.htmlreport`).
 
 Exit codes a scheduler can act on: 0 every check passed, 1 a cell raised, 2 a check failed, 3 the
 run timed out or its kernel died. Secret parameters (by name, ``--secret NAME`` or ``env:VAR``
@@ -44,8 +44,7 @@ from papermill.translators import translate_parameters
 
 from opslib.exceptions import BadParameter
 from opslib.redact import MASK, looks_secret_name, redact_mapping, redact_text
-from opslib.report import results_from_notebook
-from opslib.runbooks import (
+from opslib.runbook.catalog import (
     ParamSpec,
     RunbookInfo,
     find_root,
@@ -54,6 +53,7 @@ from opslib.runbooks import (
     resolve_runbook,
     validate_parameters,
 )
+from opslib.runbook.report import results_from_notebook
 
 __all__ = [
     "EXIT_CHECK_FAILED",
@@ -436,7 +436,8 @@ def run_runbook(
         RunbookNotFound: No such runbook.
         BadParameter: A parameter is unknown or does not convert; nothing was run.
     """
-    from opslib import __version__, htmlreport
+    from opslib import __version__
+    from opslib.runbook import htmlreport
 
     path = resolve_runbook(name_or_path, Path(notebooks_dir) if notebooks_dir else None)
     name = path.stem
@@ -522,7 +523,7 @@ def _quiet_logger() -> Any:
     """nbclient logs timeouts and dead kernels itself; the run's result says it once, clearly."""
     import logging
 
-    log = logging.getLogger("opslib.runner.kernel")
+    log = logging.getLogger("opslib.runbook.runner.kernel")
     log.propagate = False
     if not log.handlers:
         log.addHandler(logging.NullHandler())

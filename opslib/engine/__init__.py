@@ -844,7 +844,7 @@ def sample_stats(
 # --------------------------------------------------------------------------------------------
 
 #: The repository root (the folder above the ``opslib`` package).
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: The demo stack's compose file, relative to :data:`REPO_ROOT`.
 DEMO_COMPOSE = "demo/compose.yaml"

@@ -19,7 +19,7 @@ What it checks, and where the answer comes from:
 
 All findings share :data:`FINDING_COLUMNS` so :func:`summarize` and :func:`record_results` can
 count them by category (``runtime``, ``secrets``, ``dockerfile``, ``vulns``) for the scorecard.
-Vulnerability reports (trivy/grype) are read by :mod:`opslib.vulns`.
+Vulnerability reports (trivy/grype) are read by :mod:`opslib.audit.vulns`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from urllib.parse import quote, urlsplit
 import pandas as pd
 import yaml
 
-from opslib import docker as od
+from opslib import engine as od
 from opslib.exceptions import (
     BadParameter,
     CommandFailed,
@@ -972,10 +972,10 @@ def env_file_findings(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     return rows
 
 
-#: The demo stack's compose file (re-exported from :mod:`opslib.docker`).
+#: The demo stack's compose file (re-exported from :mod:`opslib.engine`).
 default_compose_file = od.default_compose_file
 
-#: The compose files of a runbook's ``compose_file`` parameter (:mod:`opslib.docker`).
+#: The compose files of a runbook's ``compose_file`` parameter (:mod:`opslib.engine`).
 compose_files_param = od.resolve_compose_files
 
 
@@ -988,7 +988,7 @@ def project_dockerfiles(model: Mapping[str, Any]) -> pd.DataFrame:
     """The Dockerfiles of a compose model's services (from ``build.context``/``dockerfile``).
 
     Args:
-        model: :func:`opslib.docker.compose_config` output.
+        model: :func:`opslib.engine.compose_config` output.
 
     Returns:
         Columns service, image, context, dockerfile (absolute paths; only existing files).
@@ -1039,7 +1039,7 @@ def secret_scan(
         client: A ``docker.DockerClient``.
         project: Compose project name.
         compose_files: The project's compose files (for ``environment:``, Dockerfiles, .env).
-        model: An already loaded :func:`opslib.docker.compose_config` model (saves a
+        model: An already loaded :func:`opslib.engine.compose_config` model (saves a
             ``docker compose`` call).
         env_files: ``.env`` files to check; default: ``.env``/``*.env`` next to the compose
             files and in the build contexts, plus the services' ``env_file`` entries.
@@ -1383,7 +1383,7 @@ def summarize(findings: pd.DataFrame, vulns: pd.DataFrame | None = None) -> pd.D
 
     Args:
         findings: Findings (:data:`FINDING_COLUMNS`).
-        vulns: Vulnerability rows (:mod:`opslib.vulns`) to count as the ``vulns`` category.
+        vulns: Vulnerability rows (:mod:`opslib.audit.vulns`) to count as the ``vulns`` category.
 
     Returns:
         One row per source with a column per severity and a total.
@@ -1404,10 +1404,10 @@ def summarize(findings: pd.DataFrame, vulns: pd.DataFrame | None = None) -> pd.D
 
 
 def vulns_as_findings(vulns: pd.DataFrame) -> pd.DataFrame:
-    """Fold vulnerability-report rows (:mod:`opslib.vulns`) into findings (source ``vulns``).
+    """Fold vulnerability-report rows (:mod:`opslib.audit.vulns`) into findings (source ``vulns``).
 
     Args:
-        vulns: :func:`opslib.vulns.read_vuln_reports` output.
+        vulns: :func:`opslib.audit.vulns.read_vuln_reports` output.
 
     Returns:
         Findings; severity UNKNOWN counts as INFO.
@@ -1445,7 +1445,7 @@ def record_results(
 
     Args:
         findings: Runtime, secrets and Dockerfile findings.
-        vulns: Vulnerability rows from :mod:`opslib.vulns`.
+        vulns: Vulnerability rows from :mod:`opslib.audit.vulns`.
         vuln_fail_severity: Fixable vulnerabilities at or above this severity fail the check.
         tenant: :func:`tenant_isolation_probe` output.
 
@@ -1453,7 +1453,7 @@ def record_results(
         The checks as a frame (name, ok, detail).
     """
     from opslib import report
-    from opslib import vulns as ovulns
+    from opslib.audit import vulns as ovulns
 
     summary = summarize(findings, vulns).set_index("source")
     report.record("findings_by_category", {

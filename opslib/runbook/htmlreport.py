@@ -26,7 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from opslib.report import PLOTLY_MIME, RESULT_MIME
+from opslib.runbook.report import PLOTLY_MIME, RESULT_MIME
 
 __all__ = ["STATUS_COLOURS", "load_runs", "render_index", "render_report", "sparkline",
            "write_index", "write_report"]

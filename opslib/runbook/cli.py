@@ -88,7 +88,7 @@ def _line(result: Any) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from opslib import runner, schedule
+    from opslib.runbook import runner, schedule
 
     if bool(args.all) == bool(args.runbook):
         raise BadParameter("runbook", args.runbook, "either a runbook name or --all")
@@ -130,7 +130,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from opslib import runner
+    from opslib.runbook import runner
 
     infos = runner.list_runbooks(args.notebooks)
     if not infos:
@@ -143,7 +143,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from opslib import htmlreport, runner
+    from opslib.runbook import htmlreport, runner
 
     outputs = args.outputs or runner.find_root() / "outputs"
     path = htmlreport.write_index(outputs)
@@ -152,7 +152,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
-    from opslib import runner, schedule
+    from opslib.runbook import runner, schedule
 
     interval = schedule.parse_every(args.every)
     path = runner.resolve_runbook(args.runbook, args.notebooks)

@@ -1,7 +1,7 @@
 """Load-test analysis: the same numbers as k6/Locust/JMeter, SLO thresholds, run comparison.
 
 Read results with :func:`load_results` (k6 ``--out json`` NDJSON plain/gzip, k6
-``--summary-export``, Locust ``--csv``, JMeter CSV JTL; see :mod:`opslib.loadtest_readers`), then:
+``--summary-export``, Locust ``--csv``, JMeter CSV JTL; see :mod:`opslib.loadtest.readers`), then:
 
 - :func:`summarize` — per request name and overall: count, errors, error rate, throughput,
   avg/min/med/max/p(90)/p(95)/p(99) computed exactly as k6's Trend sink does (sort, then
@@ -14,7 +14,7 @@ Read results with :func:`load_results` (k6 ``--out json`` NDJSON plain/gzip, k6
   evaluated with k6's semantics on any source;
 - :func:`compare_runs` — baseline vs candidate with a regression verdict;
 - :func:`run_k6` / :func:`run_locust` — a bounded run against the demo stack on 127.0.0.1, with
-  the stack's container stats sampled meanwhile (:func:`opslib.docker.sample_stats`), and
+  the stack's container stats sampled meanwhile (:func:`opslib.engine.sample_stats`), and
   :func:`find_bottleneck` / :func:`chart_latency_vs_resources` to put latency next to CPU/memory.
 """
 
@@ -37,7 +37,7 @@ from urllib.parse import urlparse
 import polars as pl
 
 from opslib.exceptions import BadParameter, CommandFailed, OpslibError, ToolMissing
-from opslib.loadtest_readers import (
+from opslib.loadtest.readers import (
     OVERALL,
     STATS_COLUMNS,
     LoadTestData,
@@ -82,7 +82,7 @@ __all__ = [
 ]
 
 _PERCENTILES = {"med": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0}
-_ROOT = Path(__file__).resolve().parents[1]
+_ROOT = Path(__file__).resolve().parents[2]
 
 DEMO_BASE_URL = "http://127.0.0.1:8080/api"
 """The demo shop API through nginx (compose project ``shop``, service ``web``)."""
@@ -810,7 +810,7 @@ def chart_latency_vs_resources(intervals: pl.DataFrame, container_stats: Any, *,
 
     Args:
         intervals: From :func:`over_time` (overall).
-        container_stats: From :func:`opslib.docker.sample_stats` (pandas or polars).
+        container_stats: From :func:`opslib.engine.sample_stats` (pandas or polars).
         title: Figure title.
 
     Returns:
@@ -890,7 +890,7 @@ def find_bottleneck(summary: pl.DataFrame, container_stats: Any = None) -> Bottl
 
     Args:
         summary: From :func:`summarize`.
-        container_stats: From :func:`opslib.docker.sample_stats` during the run, or ``None``.
+        container_stats: From :func:`opslib.engine.sample_stats` during the run, or ``None``.
 
     Returns:
         A :class:`Bottleneck`.
@@ -1104,7 +1104,7 @@ class _Sampler:
         self.thread: threading.Thread | None = None
         if client is None or not project:
             return
-        from opslib.docker import sample_stats
+        from opslib.engine import sample_stats
 
         def work() -> None:
             try:
