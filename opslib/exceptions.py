@@ -9,6 +9,7 @@ needs as attributes, and its message says what to do next.
 
     OpslibError
     ├── EngineUnreachable ........ no Docker engine answers at the URL
+    ├── EngineRefused ............ the engine answered an API error (its HTTP status kept)
     ├── NotFound
     │   ├── ProjectNotFound ...... no container carries the compose project label
     │   ├── ServiceNotFound ...... the project has no such service
@@ -39,6 +40,7 @@ __all__ = [
     "BadParameter",
     "CommandFailed",
     "ContainerNotFound",
+    "EngineRefused",
     "EngineUnreachable",
     "NotFound",
     "OpslibError",
@@ -74,6 +76,20 @@ class EngineUnreachable(OpslibError):
             f"No Docker engine answers at {where}: {reason}. Start one with "
             "'scripts/docker-engine.sh' (or 'systemctl start docker'), or set DOCKER_HOST."
         )
+
+
+class EngineRefused(OpslibError):
+    """The Docker engine answered but refused the request (an API error other than 404).
+
+    Attributes:
+        status: The HTTP status the engine answered with (``None`` when it gave none).
+        explanation: The engine's explanation.
+    """
+
+    def __init__(self, status: int | None, explanation: str) -> None:
+        self.status = status
+        self.explanation = explanation
+        super().__init__(f"Docker engine refused the request: {explanation}")
 
 
 class NotFound(OpslibError):

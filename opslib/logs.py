@@ -44,6 +44,7 @@ from opslib.engine import (
     CONFIG_FILES_LABEL,
     SERVICE_LABEL,
     WORKDIR_LABEL,
+    Client,
     compose,
     compose_config,
     compose_files_of,
@@ -161,7 +162,7 @@ def _utc(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.UTC)
 
 
-def log_files(client: Any, project: str) -> pd.DataFrame:
+def log_files(client: Client, project: str) -> pd.DataFrame:
     """Every json-file log of a compose project's containers, with its rotated siblings.
 
     The live file comes from inspect (``LogPath``); siblings are ``<LogPath>.N`` and
@@ -331,7 +332,7 @@ def _paths(value: str | Sequence[str | Path]) -> list[str]:
 
 
 def disk_report(
-    client: Any,
+    client: Client,
     project: str,
     *,
     host_log_dirs: str | Sequence[str | Path] = (),
@@ -941,7 +942,7 @@ def read_journal(path: str | Path) -> list[dict[str, Any]]:
     return Journal(path).entries()
 
 
-def verify_docker_logs(client: Any, container: Any) -> dict[str, Any]:
+def verify_docker_logs(client: Client, container: Any) -> dict[str, Any]:
     """Read a container's whole log through the engine (what ``docker logs`` does) and check
     its json-file for a NUL-filled hole.
 
@@ -974,7 +975,7 @@ def verify_docker_logs(client: Any, container: Any) -> dict[str, Any]:
     return {"container": name, "bytes": total, "lines": lines}
 
 
-def _current_container(client: Any, row: Mapping[str, Any]) -> Any | None:
+def _current_container(client: Client, row: Mapping[str, Any]) -> Any | None:
     try:
         found = project_containers(client, row["project"], service=row["service"])
     except NotFound:
@@ -998,7 +999,7 @@ def _wait_stable(path: Path, *, settle: float = 0.3, timeout: float = 10.0) -> i
 
 
 class _Applier:
-    def __init__(self, client: Any, journal: _Journal, compresslevel: int) -> None:
+    def __init__(self, client: Client, journal: _Journal, compresslevel: int) -> None:
         self.client = client
         self.journal = journal
         self.compresslevel = compresslevel
@@ -1171,7 +1172,7 @@ _MODIFYING = ("truncate", "recreate-with-rotation", "compress-rotated")
 
 def apply_cleanup(
     plan: pd.DataFrame,
-    client: Any,
+    client: Client,
     *,
     out_dir: str | Path,
     apply: bool = False,
@@ -1432,7 +1433,7 @@ def check_compose_override(compose_files: Sequence[str | Path], override: str | 
     return logging
 
 
-def project_compose_files(client: Any, project: str) -> tuple[list[str], str]:
+def project_compose_files(client: Client, project: str) -> tuple[list[str], str]:
     """The compose files and working directory a project was started with (from its labels).
 
     Args:

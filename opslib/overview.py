@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from opslib.engine import inspect_facts
+from opslib.engine import Client, inspect_facts
 
 __all__ = ["overview_figure", "stack_overview", "unhealthy_services"]
 
@@ -17,7 +17,7 @@ _COLUMNS = [
 ]
 
 
-def stack_overview(client: Any, project: str) -> pd.DataFrame:
+def stack_overview(client: Client, project: str) -> pd.DataFrame:
     """Services of a compose project with state, health, image, size, user, limits and restarts.
 
     Args:

@@ -45,7 +45,9 @@ from urllib.parse import quote, urlsplit
 import pandas as pd
 import yaml
 
+from opslib import demo
 from opslib import engine as od
+from opslib.engine import Client
 from opslib.exceptions import (
     BadParameter,
     CommandFailed,
@@ -110,7 +112,7 @@ SECRET_COLUMNS = [
     "length", "shared_with",
 ]
 
-_REPO_ROOT = od.REPO_ROOT
+_REPO_ROOT = demo.REPO_ROOT
 _SECCOMP_DIR = Path(__file__).resolve().parent / "seccomp"
 
 
@@ -251,7 +253,7 @@ class EngineFacts:
     swarm: str = "inactive"
 
 
-def engine_facts(client: Any) -> EngineFacts:
+def engine_facts(client: Client) -> EngineFacts:
     """Read the engine's security options and swarm state.
 
     Args:
@@ -681,7 +683,7 @@ _STAT_SCRIPT = ('for d in "$@"; do if [ -d "$d" ]; then '
                 'stat -c "%n|%u|%g|%a" "$(readlink -f "$d")"; fi; done')
 
 
-def writable_paths(client: Any, container: Any) -> pd.DataFrame:
+def writable_paths(client: Client, container: Any) -> pd.DataFrame:
     """The directories a container writes to, with their owner, as tmpfs candidates.
 
     From ``docker diff`` (what it wrote since it started) plus known runtime directories that
@@ -724,7 +726,7 @@ def writable_paths(client: Any, container: Any) -> pd.DataFrame:
 
 
 def runtime_findings(
-    client: Any, project: str, *, with_tmpfs: bool = True
+    client: Client, project: str, *, with_tmpfs: bool = True
 ) -> pd.DataFrame:
     """Runtime findings for every container of a compose project (CIS section 5 and 4.1).
 
@@ -743,7 +745,9 @@ def runtime_findings(
     return _runtime(client, project, with_tmpfs=with_tmpfs)[0]
 
 
-def _runtime(client: Any, project: str, *, with_tmpfs: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _runtime(
+    client: Client, project: str, *, with_tmpfs: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     eng = engine_facts(client)
     rows: list[dict[str, Any]] = []
     tmp_rows: list[dict[str, Any]] = []
@@ -972,11 +976,11 @@ def env_file_findings(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     return rows
 
 
-#: The demo stack's compose file (re-exported from :mod:`opslib.engine`).
-default_compose_file = od.default_compose_file
+#: The demo stack's compose file (re-exported from :mod:`opslib.demo`).
+default_compose_file = demo.default_compose_file
 
-#: The compose files of a runbook's ``compose_file`` parameter (:mod:`opslib.engine`).
-compose_files_param = od.resolve_compose_files
+#: The compose files of a runbook's ``compose_file`` parameter (:mod:`opslib.demo`).
+compose_files_param = demo.resolve_compose_files
 
 
 def default_vuln_reports() -> list[Path]:
@@ -1009,7 +1013,7 @@ def project_dockerfiles(model: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["service", "image", "context", "dockerfile"])
 
 
-def _image_env(client: Any, image: str, cache: dict[str, dict[str, str]]) -> dict[str, str]:
+def _image_env(client: Client, image: str, cache: dict[str, dict[str, str]]) -> dict[str, str]:
     if image not in cache:
         try:
             env = client.api.inspect_image(image).get("Config", {}).get("Env") or []
@@ -1020,7 +1024,7 @@ def _image_env(client: Any, image: str, cache: dict[str, dict[str, str]]) -> dic
 
 
 def secret_scan(
-    client: Any,
+    client: Client,
     project: str,
     *,
     compose_files: Sequence[str | Path] = (),
@@ -1343,7 +1347,7 @@ class AuditResult:
 
 
 def audit_project(
-    client: Any, project: str, *, compose_files: Sequence[str | Path] = ()
+    client: Client, project: str, *, compose_files: Sequence[str | Path] = ()
 ) -> AuditResult:
     """Run the runtime, secrets and Dockerfile parts of the audit on a compose project.
 
@@ -1372,9 +1376,9 @@ def audit_project(
     return AuditResult(findings, secrets, dockerfiles, tmpfs)
 
 
-def _compose_files_of(client: Any, project: str) -> list[Path]:
+def _compose_files_of(client: Client, project: str) -> list[Path]:
     files, _ = od.compose_files_of(client, project, existing_only=True)
-    default = od.default_compose_file()
+    default = demo.default_compose_file()
     return files or ([default] if default.is_file() else [])
 
 
@@ -1575,7 +1579,7 @@ class HardeningPlan:
         return hashlib.sha256(self.yaml().encode()).hexdigest()[:12]
 
 
-def _passwd_entry(client: Any, container: Any, user: str) -> tuple[int, int] | None:
+def _passwd_entry(client: Client, container: Any, user: str) -> tuple[int, int] | None:
     res = od.exec_in_container(client, container, ["sh", "-c", 'grep -E "^$1:" /etc/passwd',
                                                    "sh", user], check=False)
     for line in res.stdout.splitlines():
@@ -1598,7 +1602,7 @@ def _round_up(value: float, step: int) -> int:
 
 
 def plan_hardening(
-    client: Any,
+    client: Client,
     project: str,
     *,
     seccomp_file: str | Path,
@@ -1779,7 +1783,7 @@ def apply_hardening(
     out_dir: str | Path,
     apply: bool = False,
     timeout: float = 120,
-    client: Any = None,
+    client: Client | None = None,
 ) -> pd.DataFrame:
     """Apply the hardening override service by service; roll back a service that is not healthy.
 

@@ -41,6 +41,7 @@ import pandas as pd
 
 from opslib import __version__
 from opslib.engine import (
+    Client,
     engine_errors,
     exec_in_container,
     exec_to_file,
@@ -354,7 +355,7 @@ class _PsqlSession:
     before the marker (``None`` when the query failed; psql then printed the error on stderr).
     """
 
-    def __init__(self, client: Any, container: Any, *, user: str, database: str,
+    def __init__(self, client: Client, container: Any, *, user: str, database: str,
                  timeout_s: float) -> None:
         self.container = container if isinstance(container, str) else container.name
         self.cmd = ["psql", "-X", "-q", "-A", "-t", "-U", user, "-d", database]
@@ -493,7 +494,7 @@ def _snapshot_facts(
 
 
 def take_backup(
-    client: Any,
+    client: Client,
     project: str,
     *,
     backup_dir: str | Path,
@@ -933,7 +934,7 @@ def _tar_stream(path: Path, arcname: str, chunk: int = _CHUNK) -> Iterator[bytes
     yield b"\0" * ((-size) % tarfile.BLOCKSIZE) + b"\0" * (2 * tarfile.BLOCKSIZE)
 
 
-def _scratch_psql_json(client: Any, scratch: Any, database: str, sql: str) -> Any:
+def _scratch_psql_json(client: Client, scratch: Any, database: str, sql: str) -> Any:
     cmd = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres",
            "-d", database, "-c", sql]
     res = exec_in_container(client, scratch, cmd, environment={"PGOPTIONS": _PGOPTIONS})
@@ -941,7 +942,7 @@ def _scratch_psql_json(client: Any, scratch: Any, database: str, sql: str) -> An
     return json.loads(lines[-1]) if lines else None
 
 
-def _wait_ready(client: Any, scratch: Any, timeout_s: float) -> None:
+def _wait_ready(client: Client, scratch: Any, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         with engine_errors(container=scratch.name):
@@ -1025,7 +1026,7 @@ def _compare(
 
 
 def _restored_facts(
-    client: Any, scratch: Any, database: str, manifest: Mapping[str, Any],
+    client: Client, scratch: Any, database: str, manifest: Mapping[str, Any],
     checksum_max_rows: int,
 ) -> dict[str, Any]:
     tables = _scratch_psql_json(client, scratch, database, _TABLES_SQL) or []
@@ -1063,7 +1064,7 @@ def _write_drill_record(result: DrillResult) -> None:
 
 
 def run_drill(
-    client: Any,
+    client: Client,
     project: str,
     *,
     backup_dir: str | Path,
@@ -1262,7 +1263,7 @@ def _remove_scratch(scratch: Any, network: Any) -> str:
     return text
 
 
-def cleanup_scratch(client: Any, *, older_than_s: float = 0.0) -> pd.DataFrame:
+def cleanup_scratch(client: Client, *, older_than_s: float = 0.0) -> pd.DataFrame:
     """Remove scratch containers and networks of earlier drills (label ``opslib.drill=1``).
 
     A drill removes its own scratch objects in a ``finally``; this catches what a killed kernel
@@ -1516,13 +1517,13 @@ def timeline_figure(drill: DrillResult | None) -> Any:
 # Redis
 
 
-def _redis_cli(client: Any, container: Any, args: Sequence[str], password: str) -> str:
+def _redis_cli(client: Client, container: Any, args: Sequence[str], password: str) -> str:
     env = {"REDISCLI_AUTH": password} if password else {}
     return exec_in_container(client, container, ["redis-cli", "--no-auth-warning", *args],
                              environment=env).stdout
 
 
-def _redis_info(client: Any, container: Any, password: str, section: str) -> dict[str, str]:
+def _redis_info(client: Client, container: Any, password: str, section: str) -> dict[str, str]:
     out = _redis_cli(client, container, ["INFO", section], password)
     info = {}
     for line in out.splitlines():
@@ -1533,7 +1534,7 @@ def _redis_info(client: Any, container: Any, password: str, section: str) -> dic
 
 
 def redis_persistence(
-    client: Any, project: str, *, service: str = "cache", password: str = ""
+    client: Client, project: str, *, service: str = "cache", password: str = ""
 ) -> pd.DataFrame:
     """Check the persistence of a Redis service: AOF/RDB enabled and last writes succeeded.
 
@@ -1597,7 +1598,7 @@ class _IterReader(io.RawIOBase):
 
 
 def snapshot_redis(
-    client: Any,
+    client: Client,
     project: str,
     *,
     backup_dir: str | Path,

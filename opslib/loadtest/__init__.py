@@ -36,6 +36,7 @@ from urllib.parse import urlparse
 
 import polars as pl
 
+from opslib.engine import Client
 from opslib.exceptions import BadParameter, CommandFailed, OpslibError, ToolMissing
 from opslib.loadtest.readers import (
     OVERALL,
@@ -1097,7 +1098,7 @@ def _bounded(name: str, value: int, low: int, high: int) -> None:
 class _Sampler:
     """Samples container stats in a background thread while a load test runs."""
 
-    def __init__(self, client: Any, project: str | None, duration_s: float,
+    def __init__(self, client: Client | None, project: str | None, duration_s: float,
                  interval_s: float) -> None:
         self.result: Any = None
         self.error: str | None = None
@@ -1144,7 +1145,7 @@ def run_k6(
     out_dir: Path,
     script: Path | None = None,
     max_requests: int | None = None,
-    client: Any = None,
+    client: Client | None = None,
     project: str | None = None,
     stats_interval_s: float = 1.0,
 ) -> K6Run:
@@ -1218,7 +1219,7 @@ def run_locust(
     duration_s: int = 20,
     out_dir: Path,
     locustfile: Path | None = None,
-    client: Any = None,
+    client: Client | None = None,
     project: str | None = None,
     stats_interval_s: float = 1.0,
 ) -> LocustRun:

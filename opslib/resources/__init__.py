@@ -29,9 +29,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from opslib import demo
 from opslib import engine as od
+from opslib.demo import DEMO_COMPOSE
 from opslib.engine import (
-    DEMO_COMPOSE,
+    Client,
     compose,
     inspect_facts,
     project_containers,
@@ -258,7 +260,7 @@ def round_cpus(cpus: float, step: float = 0.25) -> float:
 
 def resolve_compose_file(compose_file: str | Path = "") -> Path:
     """Resolve the runbook's ``compose_file`` parameter (one file; see
-    :func:`opslib.engine.resolve_compose_files`).
+    :func:`opslib.demo.resolve_compose_files`).
 
     Args:
         compose_file: A path; empty means the demo stack's ``demo/compose.yaml``. Relative paths
@@ -270,7 +272,7 @@ def resolve_compose_file(compose_file: str | Path = "") -> Path:
     Raises:
         BadParameter: The file does not exist, or several files were named.
     """
-    paths = od.resolve_compose_files(compose_file)
+    paths = demo.resolve_compose_files(compose_file)
     if len(paths) != 1:
         raise BadParameter("compose_file", str(compose_file), "one compose file")
     return paths[0]
@@ -335,7 +337,7 @@ def service_role(service: str, image: str = "", command: str = "") -> str:
     return "other"
 
 
-def host_cpus(client: Any) -> int:
+def host_cpus(client: Client) -> int:
     """Number of CPUs the Docker engine's host has (the upper bound for any CPU limit).
 
     Args:
@@ -351,7 +353,7 @@ def host_cpus(client: Any) -> int:
 
 
 def current_state(
-    client: Any, project: str, compose_file: str | Path, *, with_throttling: bool = True
+    client: Client, project: str, compose_file: str | Path, *, with_throttling: bool = True
 ) -> pd.DataFrame:
     """Live limits of each container next to what the compose file declares, with flags.
 
@@ -472,7 +474,7 @@ class LoadedSample:
 
 
 def sample_with_load(
-    client: Any,
+    client: Client,
     project: str,
     *,
     duration_s: float,
@@ -1153,7 +1155,7 @@ def read_journal(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(_journal_file(p).entries(strict=True))
 
 
-def _live(client: Any, project: str, service: str) -> list[dict[str, Any]]:
+def _live(client: Client, project: str, service: str) -> list[dict[str, Any]]:
     facts = inspect_facts(client, project)
     return [{str(k): v for k, v in r.items()}
             for r in facts[facts["service"] == service].to_dict("records")]
@@ -1171,7 +1173,7 @@ def _up(plan: LimitsPlan, service: str) -> None:
 
 
 def apply_limits(
-    client: Any,
+    client: Client,
     plan: LimitsPlan,
     *,
     apply: bool = False,
@@ -1265,7 +1267,7 @@ def apply_outcome(result: pd.DataFrame) -> Any:
     return {str(s): str(st) for s, st in zip(result["service"], result["status"], strict=True)}
 
 
-def _rollback(client: Any, plan: LimitsPlan, svc: str, in_effect: dict[str, dict[str, Any]],
+def _rollback(client: Client, plan: LimitsPlan, svc: str, in_effect: dict[str, dict[str, Any]],
               reason: str, timeout_s: float) -> dict[str, Any]:
     # Recreate from the base file alone, unless the service ran with other values than the base
     # file declares (e.g. it was started with an earlier override): then pin those live values.
@@ -1296,7 +1298,7 @@ def _rollback(client: Any, plan: LimitsPlan, svc: str, in_effect: dict[str, dict
     return _result(client, plan, svc, status, msg)
 
 
-def _result(client: Any, plan: LimitsPlan, svc: str, status: str, detail: str) -> dict[str, Any]:
+def _result(client: Client, plan: LimitsPlan, svc: str, status: str, detail: str) -> dict[str, Any]:
     live = _live(client, plan.project, svc)
     r = live[0] if live else {"memory_limit": 0, "memory_reservation": 0, "cpus": 0.0}
     return {"service": svc, "status": status, "detail": redact_text(detail),
