@@ -140,7 +140,7 @@ def _chromium() -> str:
                               capture_output=True, text=True, timeout=900, check=False)
         exe = shutil.which("chromium") or shutil.which("chromium-browser")
         if exe is None:
-            pytest.fail(f"chromium is missing and scripts/host-tools.sh test failed:\n{proc.stderr}")
+            pytest.fail(f"chromium is missing and host-tools.sh test failed:\n{proc.stderr}")
     return exe
 
 
