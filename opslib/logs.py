@@ -1281,6 +1281,9 @@ class PreventionFiles:
         logrotate_check: Output of ``logrotate -d`` on it.
         compose_check: Services and their logging options as ``docker compose config`` renders
             them with the override (empty when not checked).
+        logrotate_ok: ``True`` when ``logrotate -d`` accepted the file, ``None`` when it could not
+            be checked (logrotate missing, or the check was not asked for).
+        logrotate_detail: One sentence for the check: what was run, or why it was not.
     """
 
     override: Path
@@ -1288,6 +1291,8 @@ class PreventionFiles:
     logrotate: Path
     logrotate_check: str
     compose_check: dict[str, Any]
+    logrotate_ok: bool | None = None
+    logrotate_detail: str = ""
 
 
 def _check_rotation(max_size: str, max_file: int) -> None:
@@ -1375,6 +1380,10 @@ def logrotate_config(dirs: Sequence[str | Path], *, rotate: int = 7,
     return head + "".join(f"{Path(d).resolve()}/*.log " + body for d in dirs)
 
 
+#: Where logrotate lives when it is not on PATH (cron's PATH often lacks /usr/sbin).
+LOGROTATE_FALLBACK_PATHS: tuple[str, ...] = ("/usr/sbin/logrotate", "/sbin/logrotate")
+
+
 def check_logrotate(path: str | Path) -> str:
     """Dry-run a logrotate file with ``logrotate -d`` (nothing is rotated).
 
@@ -1389,7 +1398,7 @@ def check_logrotate(path: str | Path) -> str:
         VerificationFailed: logrotate reports an error in the file.
     """
     exe = shutil.which("logrotate") or next(
-        (p for p in ("/usr/sbin/logrotate", "/sbin/logrotate") if os.path.exists(p)), None)
+        (p for p in LOGROTATE_FALLBACK_PATHS if os.path.exists(p)), None)
     if exe is None:
         raise ToolMissing("logrotate", "install it with 'apt-get install -y logrotate' "
                           "(Debian/Ubuntu) or your distribution's package")
@@ -1477,14 +1486,14 @@ def write_prevention_files(
             ``docker compose config``.
         workdir: The project's working directory.
         current_daemon_json: Existing daemon.json to merge (kept when readable).
-        check_logrotate_file: Run ``logrotate -d`` (needs logrotate).
+        check_logrotate_file: Run ``logrotate -d``; without logrotate the check is "not run"
+            (``logrotate_ok`` None) and says what to install.
 
     Returns:
         A :class:`PreventionFiles`.
 
     Raises:
         BadParameter: Bad rotation parameters.
-        ToolMissing: logrotate is missing (with ``check_logrotate_file``).
     """
     folder = Path(out_dir) / "prevent"
     folder.mkdir(parents=True, exist_ok=True)
@@ -1502,11 +1511,17 @@ def write_prevention_files(
     lr = folder / f"logrotate-{project}"
     lr.write_text(logrotate_config(_paths(host_log_dirs), rotate=rotate, project=project))
     lr.chmod(0o644)
-    lr_out = check_logrotate(lr) if check_logrotate_file else ""
+    lr_out, lr_ok, lr_detail = "", None, "not asked for (check_logrotate_file=False)"
+    if check_logrotate_file:
+        try:
+            lr_out, lr_ok = check_logrotate(lr), True
+            lr_detail = f"logrotate -d accepts {lr.name}"
+        except ToolMissing as exc:
+            lr_detail = f"{lr.name} was not checked: {exc}"
     checked: dict[str, Any] = {}
     if compose_files:
         checked = check_compose_override(compose_files, override, project=project, cwd=workdir)
-    return PreventionFiles(override, dj, lr, lr_out, checked)
+    return PreventionFiles(override, dj, lr, lr_out, checked, lr_ok, lr_detail)
 
 
 def rotation_table(files: PreventionFiles) -> pd.DataFrame:

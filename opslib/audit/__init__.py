@@ -1275,11 +1275,12 @@ def run_hadolint(
     return [dict(x) for x in out if isinstance(x, dict)]
 
 
-def dockerfile_findings(dockerfiles: pd.DataFrame) -> pd.DataFrame:
+def dockerfile_findings(dockerfiles: pd.DataFrame, *, hadolint: bool = True) -> pd.DataFrame:
     """hadolint's findings and a missing ``USER`` for the project's Dockerfiles.
 
     Args:
         dockerfiles: :func:`project_dockerfiles` output (service, dockerfile columns).
+        hadolint: Run hadolint; ``False`` gives only the missing-``USER`` findings.
 
     Returns:
         Findings (:data:`FINDING_COLUMNS`, source ``dockerfile``): id is the hadolint code
@@ -1294,7 +1295,7 @@ def dockerfile_findings(dockerfiles: pd.DataFrame) -> pd.DataFrame:
     by_path = {str(Path(p).resolve()): s for p, s in zip(dockerfiles["dockerfile"],
                                                           dockerfiles["service"], strict=True)}
     rows = []
-    for f in run_hadolint(list(dockerfiles["dockerfile"])):
+    for f in run_hadolint(list(dockerfiles["dockerfile"])) if hadolint else []:
         path = str(Path(str(f.get("file", ""))).resolve())
         code = str(f.get("code") or "")
         sev = "HIGH" if code == "DL3002" else _HADOLINT_SEV.get(str(f.get("level")), "LOW")
@@ -1338,12 +1339,15 @@ class AuditResult:
         secrets: The secret rows behind the ``secrets`` findings (:data:`SECRET_COLUMNS`).
         dockerfiles: The project's Dockerfiles.
         tmpfs: Per service, the writable paths found (for the read-only root filesystem).
+        not_run: Checks (by name) that could not run completely, with why and what to do,
+            e.g. ``{"dockerfiles_clean": "hadolint is not installed: ..."}``.
     """
 
     findings: pd.DataFrame
     secrets: pd.DataFrame
     dockerfiles: pd.DataFrame
     tmpfs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    not_run: dict[str, str] = field(default_factory=dict)
 
 
 def audit_project(
@@ -1362,7 +1366,6 @@ def audit_project(
 
     Raises:
         ProjectNotFound: The project has no containers.
-        ToolMissing: hadolint is not installed.
     """
     files = list(compose_files) or _compose_files_of(client, project)
     model = od.compose_config(files) if files else None
@@ -1370,10 +1373,16 @@ def audit_project(
     runtime, tmpfs = _runtime(client, project, with_tmpfs=True)
     dockerfiles = project_dockerfiles(model) if model else pd.DataFrame(
         columns=["service", "image", "context", "dockerfile"])
-    dfind = dockerfile_findings(dockerfiles)
+    not_run: dict[str, str] = {}
+    try:
+        dfind = dockerfile_findings(dockerfiles)
+    except ToolMissing as exc:
+        dfind = dockerfile_findings(dockerfiles, hadolint=False)
+        not_run["dockerfiles_clean"] = (f"hadolint did not run ({exc}); only the final-stage "
+                                        "USER of each Dockerfile was checked")
     findings = _findings_frame(_records(pd.concat([runtime, secrets_as_findings(secrets), dfind],
                                                   ignore_index=True)))
-    return AuditResult(findings, secrets, dockerfiles, tmpfs)
+    return AuditResult(findings, secrets, dockerfiles, tmpfs, not_run)
 
 
 def _compose_files_of(client: Client, project: str) -> list[Path]:
@@ -1440,6 +1449,7 @@ def record_results(
     vulns: pd.DataFrame | None = None,
     vuln_fail_severity: str = "CRITICAL",
     tenant: pd.DataFrame | None = None,
+    not_run: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Record the audit's per-category counts and pass/fail checks (for the scorecard).
 
@@ -1452,9 +1462,11 @@ def record_results(
         vulns: Vulnerability rows from :mod:`opslib.audit.vulns`.
         vuln_fail_severity: Fixable vulnerabilities at or above this severity fail the check.
         tenant: :func:`tenant_isolation_probe` output.
+        not_run: :attr:`AuditResult.not_run`: such a check fails when what did run found a
+            problem, and is "not run" (``ok`` None) otherwise, with the reason as its detail.
 
     Returns:
-        The checks as a frame (name, ok, detail).
+        The checks as a frame (name, ok, detail); ``ok`` is None for a check that did not run.
     """
     from opslib import report
     from opslib.audit import vulns as ovulns
@@ -1489,9 +1501,16 @@ def record_results(
                        f"{len(tenant) - len(failed)} of {len(tenant)} cross-tenant probes refused "
                        "as expected" + (": failed " + ", ".join(failed["probe"]) if len(failed)
                                         else "")))
+    done: list[tuple[str, bool | None, str]] = []
     for name, ok, detail in checks:
-        report.check(name, ok, detail)
-    return pd.DataFrame(checks, columns=["name", "ok", "detail"])
+        reason = (not_run or {}).get(name)
+        if reason and ok:
+            done.append((name, None, reason))
+        else:
+            done.append((name, ok, f"{detail} ({reason})" if reason else detail))
+    for name, verdict, detail in done:
+        report.check(name, verdict, detail)
+    return pd.DataFrame(done, columns=["name", "ok", "detail"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,11 +26,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from opslib.runbook.report import PLOTLY_MIME, RESULT_MIME
+from opslib.runbook.report import FAIL, NOT_RUN, PASS, PLOTLY_MIME, RESULT_MIME, check_status
 
 __all__ = ["STATUS_COLOURS", "load_runs", "render_index", "render_report", "sparkline",
            "write_index", "write_report"]
 
+_CHECK_CLASS = {PASS: "pass", FAIL: "fail", NOT_RUN: "notrun"}
+_CHECK_MARK = {PASS: "PASS", FAIL: "FAIL", NOT_RUN: "NOT RUN"}
 STATUS_COLOURS = {"passed": "#1a7f37", "check_failed": "#9a6700", "error": "#cf222e",
                   "timeout": "#8250df", "kernel_died": "#8250df", "interrupted": "#59636e"}
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -50,7 +52,7 @@ text-align:left;vertical-align:top}th{background:var(--bg2)}
 .meta td:first-child{color:var(--muted);white-space:nowrap}
 .alert{border:1px solid;border-left-width:6px;border-radius:6px;padding:8px 12px;margin:10px 0}
 pre{background:var(--bg2);padding:8px;overflow-x:auto;font-size:12.5px;margin:4px 0}
-.pass{color:#1a7f37;font-weight:600}.fail{color:#cf222e;font-weight:600}
+.pass{color:#1a7f37;font-weight:600}.fail{color:#cf222e;font-weight:600}.notrun{color:#6e7781;font-weight:600}
 .prompt,.input_prompt,.output_prompt{display:none}
 .cell{margin:6px 0}.output_subarea{overflow-x:auto;max-width:100%}
 .output_stderr pre{background:#fff5f5}
@@ -190,10 +192,17 @@ def _attention(results: dict[str, Any]) -> str:
         parts.append(f'<div class="alert" id="failed-checks" style="border-color:#cf222e">'
                      f"<b>{len(failed)} check(s) failed</b><ul>{items}</ul></div>")
     checks = results.get("checks") or []
+    skipped = [c for c in checks if check_status(c) == NOT_RUN]
+    if skipped:
+        items = "".join(f"<li><code>{_E(str(c.get('name')))}</code>: {_E(str(c.get('detail', '')))}"
+                        "</li>" for c in skipped)
+        parts.append(f'<div class="alert" id="not-run-checks" style="border-color:#6e7781">'
+                     f"<b>{len(skipped)} check(s) not run</b> (neither passed nor failed: "
+                     f"what they check is unknown)<ul>{items}</ul></div>")
     if checks:
         rows = "".join(
-            f"<tr><td class=\"{'pass' if c.get('ok') else 'fail'}\">"
-            f"{'PASS' if c.get('ok') else 'FAIL'}</td><td><code>{_E(str(c.get('name')))}</code>"
+            f"<tr><td class=\"{_CHECK_CLASS[check_status(c)]}\">"
+            f"{_CHECK_MARK[check_status(c)]}</td><td><code>{_E(str(c.get('name')))}</code>"
             f"</td><td>{_E(str(c.get('detail', '')))}</td></tr>" for c in checks)
         parts.append(f"<h2>Checks</h2><table><tr><th></th><th>check</th><th>detail</th></tr>"
                      f"{rows}</table>")

@@ -24,11 +24,16 @@ from typing import Any
 from opslib.redact import redact_text
 
 __all__ = [
+    "FAIL",
+    "NOT_RUN",
+    "PASS",
     "PLOTLY_MIME",
     "RESULT_MIME",
     "apply_button",
     "check",
+    "check_status",
     "jsonable",
+    "not_run",
     "output_dir",
     "record",
     "results_from_notebook",
@@ -109,34 +114,64 @@ def record(name: str, value: Any, *, unit: str = "", display: bool = True) -> No
     _display(bundle)
 
 
-def check(name: str, ok: bool, detail: str = "", *, data: Any = None) -> None:
-    """Record a pass/fail check. A failed check makes ``opslib run`` exit with code 2.
+#: The three outcomes of a check (``status`` in results.json).
+PASS, FAIL, NOT_RUN = "pass", "fail", "not_run"
+_MARKS = {PASS: ("PASS", "#1a7f37"), FAIL: ("FAIL", "#cf222e"), NOT_RUN: ("NOT RUN", "#6e7781")}
+
+
+def check(name: str, ok: bool | None, detail: str = "", *, data: Any = None) -> None:
+    """Record a check: passed, failed, or not run. A failed check makes ``opslib run`` exit 2.
 
     Args:
         name: A stable identifier (``"fs_below_threshold"``).
-        ok: Whether the check passed.
+        ok: ``True`` passed, ``False`` failed, ``None`` could not run (a tool is missing, no
+            input was given): the detail must say why and what to do; the exit code is unaffected.
         detail: One sentence saying what was compared (shown, and kept in results.json).
         data: Optional JSON-able evidence (e.g. the failing objects).
 
     Returns nothing, so the verdict is not echoed twice as a cell result.
     """
-    ok = bool(ok)
+    status = NOT_RUN if ok is None else PASS if bool(ok) else FAIL
     detail = redact_text(detail)
-    payload = {"kind": "check", "name": name, "ok": ok, "detail": detail,
-               "data": jsonable(data)}
-    mark = "PASS" if ok else "FAIL"
-    colour = "#1a7f37" if ok else "#cf222e"
+    payload = {"kind": "check", "name": name, "ok": None if ok is None else bool(ok),
+               "status": status, "detail": detail, "data": jsonable(data)}
+    mark, colour = _MARKS[status]
     bundle = {
         RESULT_MIME: payload,
         "text/plain": f"[{mark}] {name}: {detail}",
         "text/html": (
-            f'<div class="opslib-check opslib-check-{mark.lower()}" '
+            f'<div class="opslib-check opslib-check-{status.replace("_", "-")}" '
             f'style="border-left:4px solid {colour};padding:2px 8px;margin:2px 0">'
             f'<b style="color:{colour}">{mark}</b> <code>{html.escape(name)}</code> '
             f"{html.escape(detail)}</div>"
         ),
     }
     _display(bundle)
+
+
+def not_run(name: str, reason: str) -> None:
+    """Record that a check could not run, and why (shorthand for ``check(name, None, reason)``).
+
+    Args:
+        name: The check's identifier, the same as when it runs.
+        reason: Why it did not run and what to do, e.g. "logrotate is not installed: apt-get
+            install logrotate".
+    """
+    check(name, None, reason)
+
+
+def check_status(c: Mapping[str, Any]) -> str:
+    """The outcome of a collected check: ``pass``, ``fail`` or ``not_run``.
+
+    Checks recorded before the ``status`` field existed have only ``ok`` (true or false).
+
+    Args:
+        c: One entry of ``results_from_notebook(...)["checks"]``.
+    """
+    status = c.get("status")
+    if status in (PASS, FAIL, NOT_RUN):
+        return str(status)
+    return PASS if c.get("ok") else FAIL
 
 
 def show(fig: Any) -> None:
@@ -179,7 +214,8 @@ def results_from_notebook(nb: Any) -> dict[str, Any]:
         nb: A notebook node (``nbformat``) or the path of an ``.ipynb`` file.
 
     Returns:
-        ``{"records": {name: value}, "units": {name: unit}, "checks": [{name, ok, detail, data}]}``;
+        ``{"records": {name: value}, "units": {name: unit},
+        "checks": [{name, ok, status, detail, data}]}`` (status ``pass``/``fail``/``not_run``);
         a name recorded twice keeps its last value.
     """
     if isinstance(nb, str | Path):
@@ -199,7 +235,9 @@ def results_from_notebook(nb: Any) -> dict[str, Any]:
                 if payload.get("unit"):
                     units[payload["name"]] = payload["unit"]
             elif payload.get("kind") == "check":
-                checks.append({k: payload.get(k) for k in ("name", "ok", "detail", "data")})
+                entry = {k: payload.get(k) for k in ("name", "ok", "detail", "data")}
+                entry["status"] = check_status(payload)
+                checks.append(entry)
     return {"records": records, "units": units, "checks": checks}
 
 

@@ -53,7 +53,7 @@ from opslib.runbook.catalog import (
     resolve_runbook,
     validate_parameters,
 )
-from opslib.runbook.report import results_from_notebook
+from opslib.runbook.report import FAIL, NOT_RUN, check_status, results_from_notebook
 
 __all__ = [
     "EXIT_CHECK_FAILED",
@@ -384,7 +384,10 @@ def _classify(
     nb: Any, out: _Outcome, collected: Mapping[str, Any]
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """Final status from the outputs: a raised cell (1) before a failed check (2)."""
-    failed_checks = [c for c in collected["checks"] if not c.get("ok")]
+    checks = collected["checks"]
+    failed_checks = [c for c in checks if check_status(c) == FAIL]
+    skipped = [str(c["name"]) for c in checks if check_status(c) == NOT_RUN]
+    not_run = (f"; {len(skipped)} not run: " + ", ".join(skipped)) if skipped else ""
     failing = _first_error(nb) if out.code == EXIT_OK else None
     if failing is not None:
         out.status, out.code = "error", EXIT_ERROR
@@ -392,10 +395,10 @@ def _classify(
                       f"{failing['evalue']}")
     elif out.code == EXIT_OK and failed_checks:
         out.status, out.code = "check_failed", EXIT_CHECK_FAILED
-        out.reason = (f"{len(failed_checks)} of {len(collected['checks'])} checks failed: "
-                      + ", ".join(str(c["name"]) for c in failed_checks))
+        out.reason = (f"{len(failed_checks)} of {len(checks)} checks failed: "
+                      + ", ".join(str(c["name"]) for c in failed_checks) + not_run)
     elif out.code == EXIT_OK:
-        out.reason = f"ran to the end; {len(collected['checks'])} checks passed"
+        out.reason = f"ran to the end; {len(checks) - len(skipped)} checks passed" + not_run
     elif out.cell is not None:
         failing = {"cell_index": out.cell, "ename": out.status, "evalue": out.reason,
                    "execution_count": None, "traceback": [],

@@ -64,6 +64,11 @@ FIXTURES: dict[str, nbformat.NotebookNode] = {
         'report.check("below_threshold", used < threshold, f"used {used}% < {threshold}%",\n'
         '             data={"used": used})\nreport.check("always_ok", True, "sanity")',
     ),
+    "not_run": _nb(
+        "Not-run fixture", "One check passes and one cannot run; nothing fails.", "",
+        'report.check("ran_ok", True, "sanity")\n'
+        'report.not_run("needs_tool", "frobnicate is not installed: apt-get install frobnicate")',
+    ),
     "sleeps": _nb(
         "Sleep fixture", "Sleeps for a while (timeout tests).",
         "seconds = 60.0  # how long to sleep\n",

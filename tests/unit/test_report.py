@@ -44,13 +44,16 @@ def test_record_and_check_round_trip_through_a_kernel(tmp_path: Path) -> None:
         "report.record('dsn_shown', 'postgresql://u:hunter2x@h/db')",
         "report.check('fs_ok', False, 'used 91% > 80%', data=['/var'])",
         "report.check('healthy', True, 'all good')",
+        "report.check('tool_check', None, 'frob is not installed')",
     ], tmp_path)
     res = results_from_notebook(nb)
     assert res["records"]["disk_used"] == 456
     assert res["units"]["disk_used"] == "bytes"
-    assert [c["name"] for c in res["checks"]] == ["fs_ok", "healthy"]
+    assert [c["name"] for c in res["checks"]] == ["fs_ok", "healthy", "tool_check"]
     assert res["checks"][0] == {"name": "fs_ok", "ok": False, "detail": "used 91% > 80%",
-                                "data": ["/var"]}
+                                "data": ["/var"], "status": "fail"}
+    assert [c["status"] for c in res["checks"]] == ["fail", "pass", "not_run"]
+    assert res["checks"][2]["ok"] is None
     # The displayed text never shows the password, even though the raw record keeps the value
     # the notebook passed (the runner redacts results.json as a whole).
     shown = "".join(o["data"].get("text/html", "") + o["data"].get("text/plain", "")

@@ -182,6 +182,30 @@ def test_failed_check_exits_2_and_lists_the_check_first(tmp_path: Path) -> None:
     assert page.index('id="failed-checks"') < page.index("<h2>Notebook</h2>")
 
 
+def test_not_run_check_is_a_third_state_that_leaves_the_exit_code_alone(tmp_path: Path) -> None:
+    res = _run("not_run", tmp_path)
+    assert (res.exit_code, res.status) == (0, "passed")
+    checks = {c["name"]: c for c in res.results["checks"]}
+    assert checks["ran_ok"]["status"] == "pass" and checks["ran_ok"]["ok"] is True
+    assert checks["needs_tool"]["status"] == "not_run" and checks["needs_tool"]["ok"] is None
+    assert "apt-get install frobnicate" in checks["needs_tool"]["detail"]
+    assert res.results["failed_checks"] == []
+    assert "1 checks passed; 1 not run: needs_tool" in res.exit_reason
+    page = res.report_path.read_text()
+    assert page.index('id="not-run-checks"') < page.index("<h2>Notebook</h2>")
+    assert "NOT RUN" in page and "frobnicate is not installed" in page
+    data = json.loads((res.run_dir / "results.json").read_text())
+    assert [c["status"] for c in data["checks"]] == ["pass", "not_run"]
+
+
+def test_not_run_does_not_hide_a_failed_check(tmp_path: Path) -> None:
+    from opslib.report import check_status
+
+    res = _run("failed_check", tmp_path)
+    assert [check_status(c) for c in res.results["checks"]] == ["fail", "pass"]
+    assert res.exit_code == 2
+
+
 @pytest.mark.slow
 def test_timeout_exits_3_and_still_writes_the_report(tmp_path: Path) -> None:
     res = _run("sleeps", tmp_path, {"seconds": "120"}, timeout=8)
