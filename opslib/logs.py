@@ -40,6 +40,7 @@ from typing import Any, cast
 import pandas as pd
 import polars as pl
 
+from opslib import engine
 from opslib.engine import (
     CONFIG_FILES_LABEL,
     SERVICE_LABEL,
@@ -54,6 +55,7 @@ from opslib.engine import (
 from opslib.exceptions import (
     ApplyError,
     BadParameter,
+    ContainerNotFound,
     NotFound,
     OpslibError,
     PlanError,
@@ -958,12 +960,11 @@ def verify_docker_logs(client: Client, container: Any) -> dict[str, Any]:
     """
     name = container if isinstance(container, str) else container.name
     try:
-        with engine_errors(container=name):
-            c = client.containers.get(name)
-            total = lines = 0
-            for chunk in c.logs(stream=True, follow=False, stdout=True, stderr=True):
-                total += len(chunk)
-                lines += chunk.count(b"\n")
+        c = engine.get_container(client, name)
+        total = lines = 0
+        for chunk in engine.iter_container_logs(c):
+            total += len(chunk)
+            lines += chunk.count(b"\n")
     except OpslibError as exc:
         raise VerificationFailed("docker logs", name, str(exc)) from exc
     path = c.attrs.get("LogPath") or ""
@@ -1023,16 +1024,15 @@ class _Applier:
         path = Path(row["file"])
         if not path.exists():
             return {"status": "skipped", "detail": "log file gone", "bytes_freed": 0}
-        with engine_errors(container=row["container"]):
-            try:
-                c = self.client.containers.get(row["container_id"])
-            except Exception:  # the container is gone: so is its log
-                return {"status": "skipped", "detail": "container gone", "bytes_freed": 0}
-            we_paused = c.status == "paused" and self.journal.has(row["id"], "paused")
-            if c.status == "running":
-                c.pause()
-                we_paused = True
-                self.journal.write(row, "paused", container=row["container"])
+        try:
+            c = engine.get_container(self.client, row["container_id"])
+        except ContainerNotFound:  # the container is gone: so is its log
+            return {"status": "skipped", "detail": "container gone", "bytes_freed": 0}
+        we_paused = c.status == "paused" and self.journal.has(row["id"], "paused")
+        if c.status == "running":
+            engine.pause(c)
+            we_paused = True
+            self.journal.write(row, "paused", container=row["container"])
         try:
             _wait_stable(path)
             safety = truncate_safety(str(path))
@@ -1053,10 +1053,9 @@ class _Applier:
             self.journal.write(row, "truncated", bytes=size, tail=tail.get("archive", ""))
         finally:
             if we_paused:
-                with engine_errors(container=row["container"]):
-                    c.reload()
-                    if c.status == "paused":
-                        c.unpause()
+                engine.reload(c)
+                if c.status == "paused":
+                    engine.unpause(c)
                 self.journal.write(row, "unpaused", container=row["container"])
         check = verify_docker_logs(self.client, row["container_id"])
         return {"status": "done", "bytes_freed": size,
@@ -1075,8 +1074,7 @@ class _Applier:
         freed = 0
         old_exists = True
         try:
-            with engine_errors(container=row["container"]):
-                old = self.client.containers.get(row["container_id"])
+            old = engine.get_container(self.client, row["container_id"])
         except OpslibError:
             old_exists = False
         if old_exists:

@@ -52,6 +52,8 @@ from opslib.exceptions import (
     BadParameter,
     CommandFailed,
     ContainerNotFound,
+    EngineRefused,
+    NotFound,
     OpslibError,
     PlanError,
     ToolMissing,
@@ -262,8 +264,7 @@ def engine_facts(client: Client) -> EngineFacts:
     Returns:
         The :class:`EngineFacts`.
     """
-    with od.engine_errors():
-        info = client.info()
+    info = od.engine_info(client)
     opts = " ".join(str(o) for o in info.get("SecurityOptions") or [])
     return EngineFacts(
         apparmor="apparmor" in opts, selinux="selinux" in opts, seccomp="seccomp" in opts,
@@ -614,8 +615,8 @@ def container_findings(
 def _processes(container: Any) -> list[tuple[str, str]]:
     """(uid, command) of a container's processes via ``docker top`` (no exec needed)."""
     try:
-        top = container.top(ps_args="-eo pid,uid,comm")
-    except Exception:  # stopped container, or a ps without -o
+        top = od.container_top(container, "-eo pid,uid,comm")
+    except (ContainerNotFound, EngineRefused):  # stopped or removed, or a ps without -o
         return []
     titles = [t.upper() for t in top.get("Titles") or []]
     if "UID" not in titles or "COMMAND" not in titles:
@@ -697,8 +698,7 @@ def writable_paths(client: Client, container: Any) -> pd.DataFrame:
         Columns path, reason (``diff`` / ``known runtime dir`` / ``cannot tmpfs``), uid, gid,
         mode (octal string; empty when unknown).
     """
-    with od.engine_errors(container=getattr(container, "name", None)):
-        changes = container.diff() or []
+    changes = od.container_diff(container)
     mounts = [str(m.get("Destination")) for m in container.attrs.get("Mounts") or []]
     from_diff, problems = tmpfs_mounts_from_diff(changes, mounts)
     candidates = sorted(set(from_diff) | set(KNOWN_RUNTIME_DIRS))
@@ -758,8 +758,7 @@ def _runtime(
                          "docker swarm leave   # if swarm is not used"))
     for c in od.project_containers(client, project):
         try:
-            with od.engine_errors(container=c.name):
-                c.reload()
+            od.reload(c)
             hint: list[str] = []
             if with_tmpfs and c.status == "running":
                 wp = writable_paths(client, c)
@@ -1013,11 +1012,20 @@ def project_dockerfiles(model: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["service", "image", "context", "dockerfile"])
 
 
-def _image_env(client: Client, image: str, cache: dict[str, dict[str, str]]) -> dict[str, str]:
+def _not_scanned(service: str, image: str, what: str, exc: OpslibError) -> dict[str, Any]:
+    """A row saying that part of an image could not be read, so its scan is not clean."""
+    return {**_secret_row("OPS-SEC-NOT-SCANNED", "MEDIUM", service, "", "not scanned", image,
+                          f"{what} of image {image}", f"not scanned: {redact_text(str(exc))}",
+                          ""), "fingerprint": "", "length": 0}
+
+
+def _image_env(client: Client, image: str, cache: dict[str, dict[str, str]],
+               rows: list[dict[str, Any]], service: str) -> dict[str, str]:
     if image not in cache:
         try:
-            env = client.api.inspect_image(image).get("Config", {}).get("Env") or []
-        except Exception:
+            env = od.image_env(client, image)
+        except (NotFound, EngineRefused) as exc:  # image removed or refused: say so
+            rows.append(_not_scanned(service, image, "Config.Env", exc))
             env = []
         cache[image] = dict(e.split("=", 1) for e in env if "=" in e)
     return cache[image]
@@ -1036,8 +1044,10 @@ def secret_scan(
     Sources: every container's ``Config.Env`` (inspect; ``4.10`` when the value is baked into the
     image, ``OPS-SEC-ENV`` when given at runtime), the compose model's ``environment:``, image
     history ``ENV``/``ARG`` lines (``4.10``), the Dockerfiles' ``ENV``/``ARG`` (``4.10``) and
-    ``.env`` files readable by group/others (``OPS-SEC-DOTENV``). Values are never returned:
-    only name, where, reason, :func:`opslib.redact.fingerprint` and length.
+    ``.env`` files readable by group/others (``OPS-SEC-DOTENV``). An image whose env or history
+    the engine cannot show gets an ``OPS-SEC-NOT-SCANNED`` row (source ``not scanned``) with the
+    reason, so a failed inspect never reads as clean. Values are never returned: only name,
+    where, reason, :func:`opslib.redact.fingerprint` and length.
 
     Args:
         client: A ``docker.DockerClient``.
@@ -1063,7 +1073,7 @@ def secret_scan(
         svc = str((cfg.get("Labels") or {}).get(od.SERVICE_LABEL) or c.name)
         image = str(cfg.get("Image") or "")
         images.setdefault(image, svc)
-        base = _image_env(client, image, img_cache)
+        base = _image_env(client, image, img_cache, rows, svc)
         for entry in cfg.get("Env") or []:
             name, _, value = str(entry).partition("=")
             hit = secret_reason(name, value)
@@ -1078,8 +1088,9 @@ def secret_scan(
     # image history
     for image, svc in images.items():
         try:
-            hist = client.api.history(image)
-        except Exception:
+            hist = od.image_history(client, image)
+        except (NotFound, EngineRefused) as exc:
+            rows.append(_not_scanned(svc, image, "history", exc))
             continue
         for layer in hist:
             for instr, hname, hvalue in history_assignments(str(layer.get("CreatedBy") or "")):
@@ -1166,6 +1177,11 @@ _SECRET_FIX = {
     "OPS-SEC-DOTENV": (
         "Other users on the host can read the file and the secrets in it.",
         "chmod 600 {where}"),
+    "OPS-SEC-NOT-SCANNED": (
+        "The engine could not show this part of the image, so secrets baked into it would go "
+        "unnoticed: the scan is not clean, it is incomplete.",
+        "Check that the image still exists ('docker image inspect {name}') and rerun the "
+        "audit."),
 }
 
 
@@ -1194,7 +1210,8 @@ def secrets_as_findings(secrets: pd.DataFrame) -> pd.DataFrame:
             ev += f"; same value as {r['shared_with']}"
         title = {"OPS-SEC-ENV": "Secret in plain environment variable",
                  "4.10": "Secret stored in the image / Dockerfile",
-                 "OPS-SEC-DOTENV": ".env file readable by group/others"}.get(r["id"], "Secret")
+                 "OPS-SEC-DOTENV": ".env file readable by group/others",
+                 "OPS-SEC-NOT-SCANNED": "Image not scanned for secrets"}.get(r["id"], "Secret")
         rows.append(_row(r["id"], title, r["severity"], r["service"], r["container"], ev, why,
                          fix.format(svc=r["service"] or "app", name=r["name"], secret=secret,
                                     where=r["where"]), source="secrets"))
@@ -1668,8 +1685,7 @@ def plan_hardening(
     override: dict[str, Any] = {"services": {}}
     for svc in wanted:
         c = containers[svc]
-        with od.engine_errors(container=c.name):
-            c.reload()
+        od.reload(c)
         host = c.attrs.get("HostConfig") or {}
         cfg = c.attrs.get("Config") or {}
         spec: dict[str, Any] = {}
@@ -1742,8 +1758,8 @@ def plan_hardening(
         # to a base file's deploy.resources.limits ("can't set distinct values")
         stats: dict[str, Any] = {}
         try:
-            stats = c.stats(stream=False, one_shot=True) or {}
-        except Exception:
+            stats = od.one_shot_stats(c)
+        except (ContainerNotFound, EngineRefused):  # stopped meanwhile: no current pid count
             stats = {}
         limits: dict[str, Any] = {}
         if host.get("PidsLimit") in (None, 0, -1):
@@ -1873,10 +1889,9 @@ def apply_hardening(
             continue
         logs = ""
         try:
-            c = od.service_container(client, plan.project, svc)
-            logs = c.logs(tail=15).decode("utf-8", "replace")
-        except Exception:
-            pass
+            logs = od.container_logs(od.service_container(client, plan.project, svc), tail=15)
+        except (NotFound, EngineRefused) as exc:  # no container left to read: say so instead
+            logs = f"(no logs: {exc})"
         journal.append({**step, "status": "failed", "detail": detail, "logs": redact_text(logs)})
         try:
             od.compose(["up", "-d", "--no-deps", "--no-build", "--force-recreate", svc],

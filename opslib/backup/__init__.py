@@ -40,9 +40,9 @@ from typing import Any
 import pandas as pd
 
 from opslib import __version__
+from opslib import engine as eng
 from opslib.engine import (
     Client,
-    engine_errors,
     exec_in_container,
     exec_to_file,
     service_container,
@@ -53,6 +53,9 @@ from opslib.exceptions import (
     BadInputFormat,
     BadParameter,
     CommandFailed,
+    ContainerNotFound,
+    EngineRefused,
+    EngineUnreachable,
     OpslibError,
     PlanError,
     VerificationFailed,
@@ -360,12 +363,8 @@ class _PsqlSession:
         self.container = container if isinstance(container, str) else container.name
         self.cmd = ["psql", "-X", "-q", "-A", "-t", "-U", user, "-d", database]
         self._client = client
-        with engine_errors(container=self.container):
-            self._exec_id = client.api.exec_create(
-                self.container, self.cmd, stdin=True, stdout=True, stderr=True,
-                environment={"PGOPTIONS": _PGOPTIONS},
-            )["Id"]
-            self._sock = client.api.exec_start(self._exec_id, socket=True)
+        self._exec_id, self._sock = eng.exec_socket(client, self.container, self.cmd,
+                                                    environment={"PGOPTIONS": _PGOPTIONS})
         self._raw = getattr(self._sock, "_sock", self._sock)
         with contextlib.suppress(AttributeError, OSError):
             self._raw.settimeout(timeout_s)
@@ -945,11 +944,9 @@ def _scratch_psql_json(client: Client, scratch: Any, database: str, sql: str) ->
 def _wait_ready(client: Client, scratch: Any, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
-        with engine_errors(container=scratch.name):
-            scratch.reload()
+        eng.reload(scratch)
         if scratch.status in ("exited", "dead"):
-            with engine_errors(container=scratch.name):
-                logs = scratch.logs(tail=30).decode("utf-8", "replace")
+            logs = eng.container_logs(scratch, tail=30)
             raise CommandFailed(["shop-db-entrypoint"], int(
                 (scratch.attrs.get("State") or {}).get("ExitCode") or -1),
                 redact_text(logs), scratch.name)
@@ -1050,8 +1047,8 @@ def _restored_facts(
 
 def _still_running(container: Any) -> bool:
     try:
-        container.reload()
-    except Exception:  # removed (404) or engine gone
+        eng.reload(container)
+    except (ContainerNotFound, EngineRefused, EngineUnreachable):  # removed, or engine gone
         return False
     return bool(container.status == "running")
 
@@ -1136,13 +1133,11 @@ def run_drill(
             prod = service_container(client, project, service)
             result.image = str(prod.attrs.get("Image", ""))
             name = f"opslib-drill-{run_id}"
-            with engine_errors():
-                network = client.networks.create(name, driver="bridge", internal=True,
-                                                 labels=all_labels)
-                scratch = client.containers.run(
-                    result.image, detach=True, name=name, network=network.name,
-                    labels=all_labels, environment={"POSTGRES_PASSWORD": secrets.token_urlsafe(24)},
-                )
+            network = eng.create_network(client, name, internal=True, labels=all_labels)
+            scratch = eng.run_container(
+                client, result.image, name=name, network=network.name, labels=all_labels,
+                environment={"POSTGRES_PASSWORD": secrets.token_urlsafe(24)},
+            )
             _wait_ready(client, scratch, ready_timeout_s)
             exec_in_container(client, scratch, [
                 "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres",
@@ -1153,9 +1148,8 @@ def run_drill(
                 "-c", f"CREATE DATABASE {_sql_ident(database)} OWNER {_sql_ident(owner)}"])
             row["detail"] = f"{scratch.name} from {result.image[:19]} on internal network"
         with timer.phase("copy", f"{manifest.get('size_bytes')} bytes") as row:
-            with engine_errors(container=scratch.name):
-                ok = scratch.put_archive(os.path.dirname(_RESTORE_PATH),
-                                         _tar_stream(path, os.path.basename(_RESTORE_PATH)))
+            ok = eng.put_archive(scratch, os.path.dirname(_RESTORE_PATH),
+                                 _tar_stream(path, os.path.basename(_RESTORE_PATH)))
             if not ok:
                 raise VerificationFailed("copy", str(path), "the engine refused the archive")
             got = exec_in_container(client, scratch, ["sha256sum", _RESTORE_PATH]).stdout.split()
@@ -1230,15 +1224,11 @@ def _remove_with_retry(what: str, remove: Callable[[], None], attempts: int = 5
     Returns:
         ``(removed, note)``: the note tells about failed attempts.
     """
-    import docker.errors
-
     errors: list[str] = []
     for i in range(attempts):
         try:
-            remove()
-        except docker.errors.NotFound:
-            pass
-        except Exception as exc:  # engine busy, removal in progress, read timeout ...
+            remove()  # gone already counts as removed
+        except (EngineRefused, EngineUnreachable) as exc:  # busy, removal in progress, timeout
             errors.append(f"{type(exc).__name__}: {redact_text(str(exc))[:200]}")
             time.sleep(0.5 * (i + 1))
             continue
@@ -1252,10 +1242,11 @@ def _remove_scratch(scratch: Any, network: Any) -> str:
     errors: list[str] = []
     if scratch is not None:
         ok, note = _remove_with_retry(f"container {scratch.name}",
-                                      lambda: scratch.remove(force=True, v=True))
+                                      functools.partial(eng.remove_container, scratch))
         (done if ok else errors).append(note)
     if network is not None:
-        ok, note = _remove_with_retry(f"network {network.name}", network.remove)
+        ok, note = _remove_with_retry(f"network {network.name}",
+                                      functools.partial(eng.remove_network, network))
         (done if ok else errors).append(note)
     text = "removed " + ", ".join(done) if done else "nothing to remove"
     if errors:
@@ -1277,8 +1268,6 @@ def cleanup_scratch(client: Client, *, older_than_s: float = 0.0) -> pd.DataFram
     Returns:
         Columns kind, name, run, created, removed, detail (one row per object found).
     """
-    import docker.errors
-
     def created_at(attrs: Mapping[str, Any]) -> dt.datetime | None:
         return _parse_time(str(attrs.get("Created", ""))[:26].rstrip("Z") + "+00:00")
 
@@ -1287,29 +1276,27 @@ def cleanup_scratch(client: Client, *, older_than_s: float = 0.0) -> pd.DataFram
                     and (now - created).total_seconds() < older_than_s)
 
     rows = []
-    flt = {"label": f"{DRILL_LABEL}=1"}
+    label = f"{DRILL_LABEL}=1"
     now = _utcnow()
-    with engine_errors():
-        containers = client.containers.list(all=True, filters=flt)
-        networks = client.networks.list(filters=flt)
+    containers = eng.labeled_containers(client, label)
+    networks = eng.labeled_networks(client, label)
     for c in containers:
         created = created_at(c.attrs)
         if young(created):
             continue
         ok, note = _remove_with_retry(f"container {c.name}",
-                                      functools.partial(c.remove, force=True, v=True))
+                                      functools.partial(eng.remove_container, c))
         rows.append({"kind": "container", "name": c.name,
                      "run": c.labels.get(DRILL_RUN_LABEL, ""), "created": created,
                      "removed": ok, "detail": note})
     for n in networks:
-        try:
-            n.reload()
-        except docker.errors.NotFound:
+        if not eng.reload_network(n):
             continue  # removed meanwhile
         created = created_at(n.attrs)
         if young(created) or n.attrs.get("Containers"):
             continue  # a drill that is running right now
-        ok, note = _remove_with_retry(f"network {n.name}", n.remove)
+        ok, note = _remove_with_retry(f"network {n.name}",
+                                      functools.partial(eng.remove_network, n))
         rows.append({"kind": "network", "name": n.name,
                      "run": (n.attrs.get("Labels") or {}).get(DRILL_RUN_LABEL, ""),
                      "created": created, "removed": ok, "detail": note})
@@ -1661,24 +1648,23 @@ def snapshot_redis(
     digest = hashlib.sha256()
     written = 0
     try:
-        with engine_errors(container=c.name):
-            stream, _stat = c.get_archive(f"{rdir}/{rfile}")
-            with tarfile.open(fileobj=io.BufferedReader(_IterReader(iter(stream)), _CHUNK),
-                              mode="r|") as tf, open(partial, "wb") as out:
-                member = tf.next()
-                src = tf.extractfile(member) if member is not None else None
-                if src is None:
-                    raise VerificationFailed("rdb_copy", f"{rdir}/{rfile}",
-                                             "the archive holds no regular file")
-                while block := src.read(_CHUNK):
-                    if written == 0 and not block.startswith(b"REDIS"):
-                        raise VerificationFailed("rdb_magic", f"{rdir}/{rfile}",
-                                                 "the file does not start with 'REDIS'")
-                    out.write(block)
-                    digest.update(block)
-                    written += len(block)
-                out.flush()
-                os.fsync(out.fileno())
+        stream = eng.get_archive(c, f"{rdir}/{rfile}")
+        with tarfile.open(fileobj=io.BufferedReader(_IterReader(stream), _CHUNK),
+                          mode="r|") as tf, open(partial, "wb") as out:
+            member = tf.next()
+            src = tf.extractfile(member) if member is not None else None
+            if src is None:
+                raise VerificationFailed("rdb_copy", f"{rdir}/{rfile}",
+                                         "the archive holds no regular file")
+            while block := src.read(_CHUNK):
+                if written == 0 and not block.startswith(b"REDIS"):
+                    raise VerificationFailed("rdb_magic", f"{rdir}/{rfile}",
+                                             "the file does not start with 'REDIS'")
+                out.write(block)
+                digest.update(block)
+                written += len(block)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)

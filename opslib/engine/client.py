@@ -62,7 +62,7 @@ def engine_errors(url: str | None = None, container: str | None = None) -> Itera
         container: The container concerned, for :class:`ContainerNotFound`.
 
     Raises:
-        EngineUnreachable: The engine did not answer.
+        EngineUnreachable: The engine did not answer (or not in time).
         ContainerNotFound: The engine answered 404 for a container.
         EngineRefused: Any other engine API error, with its HTTP status and explanation.
     """
@@ -77,7 +77,7 @@ def engine_errors(url: str | None = None, container: str | None = None) -> Itera
         raise ContainerNotFound(container or str(exc.explanation or exc)) from exc
     except docker.errors.APIError as exc:
         raise EngineRefused(exc.status_code, str(exc.explanation or exc)) from exc
-    except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise EngineUnreachable(url, str(exc)) from exc
 
 

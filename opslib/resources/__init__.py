@@ -346,10 +346,7 @@ def host_cpus(client: Client) -> int:
     Returns:
         ``docker info`` NCPU.
     """
-    from opslib.engine import engine_errors
-
-    with engine_errors():
-        return int(client.info().get("NCPU") or 1)
+    return int(od.engine_info(client).get("NCPU") or 1)
 
 
 def current_state(
