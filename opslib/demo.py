@@ -13,7 +13,22 @@ from pathlib import Path
 
 from opslib.exceptions import BadParameter
 
-__all__ = ["DEMO_COMPOSE", "REPO_ROOT", "default_compose_file", "resolve_compose_files"]
+__all__ = [
+    "DEMO_API_URL",
+    "DEMO_BASE_URL",
+    "DEMO_COMPOSE",
+    "DEMO_PASSWORD",
+    "DEMO_TENANTS",
+    "DEMO_USER",
+    "K6_DEMO_SCRIPT",
+    "LOCUST_DEMO_FILE",
+    "REPO_ROOT",
+    "SHOP_APP_QUERIES",
+    "default_compose_file",
+    "resolve_compose_files",
+    "sample_k6_results",
+    "sample_vuln_reports",
+]
 
 
 #: The repository root (the folder above the ``opslib`` package).
@@ -57,3 +72,150 @@ def resolve_compose_files(compose_file: str | Path | Sequence[str | Path] = "") 
                            f"repository root {REPO_ROOT}; leave it empty for the demo stack); "
                            "not found: " + ", ".join(missing))
     return paths
+
+
+#: The demo shop API through nginx (compose project ``shop``, service ``web``).
+DEMO_API_URL = "http://127.0.0.1:8080/api"
+
+#: The demo shop's tenants (slugs); the tenant isolation probe uses the first two.
+DEMO_TENANTS: tuple[str, ...] = ("acme", "globex", "initech")
+#: A user that exists in every demo tenant, and the demo password of all users.
+DEMO_USER = "alice"
+DEMO_PASSWORD = "demo"
+
+
+def _in_checkout(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise BadParameter(what, "", f"an explicit path: the demo sample {path} exists only "
+                           "in an opslib checkout")
+    return path
+
+
+def sample_vuln_reports() -> list[Path]:
+    """The small trivy and grype reports of the demo images (committed with the tests).
+
+    Raises:
+        BadParameter: Not an opslib checkout (an installed wheel has no samples): pass reports.
+    """
+    folder = _in_checkout(REPO_ROOT / "tests" / "fixtures" / "audit", "vuln_reports")
+    return sorted(folder.glob("*-shop-*.json"))
+
+
+def sample_k6_results() -> Path:
+    """The committed k6 NDJSON example run against the demo shop.
+
+    Raises:
+        BadParameter: Not an opslib checkout (an installed wheel has no samples): pass a source.
+    """
+    return _in_checkout(REPO_ROOT / "tests" / "fixtures" / "loadtest" / "k6.ndjson", "source")
+
+
+#: Application queries of the demo shop, answered at backup time and again after a restore. The
+#: drill compares row count and an md5 of the answer. Keys are names, values one SELECT each.
+SHOP_APP_QUERIES: dict[str, str] = {
+    "product_search_by_name": (
+        "SELECT p.id, p.sku, p.name, p.price_cents FROM products p "
+        "JOIN tenants t ON t.id = p.tenant_id "
+        "WHERE t.slug = (SELECT slug FROM tenants ORDER BY id LIMIT 1) "
+        "AND p.name ILIKE '%widget%' ORDER BY p.name, p.id LIMIT 50"
+    ),
+    "sales_report_by_tenant_day": (
+        "SELECT t.slug, date_trunc('day', o.created_at) AS day, count(*) AS orders, "
+        "sum(o.quantity * o.unit_price_cents) AS revenue_cents "
+        "FROM orders o JOIN tenants t ON t.id = o.tenant_id "
+        "WHERE o.status IN ('paid', 'shipped') GROUP BY t.slug, day ORDER BY t.slug, day"
+    ),
+    "user_lookup_for_login": (
+        "SELECT u.id, u.username, t.slug FROM users u JOIN tenants t ON t.id = u.tenant_id "
+        "WHERE u.username = 'alice' ORDER BY t.slug"
+    ),
+}
+
+
+#: The demo shop API (the same as :data:`DEMO_API_URL`), the load tests' default target.
+DEMO_BASE_URL = DEMO_API_URL
+
+
+K6_DEMO_SCRIPT = """\
+// Built-in opslib k6 scenario for the demo shop API (through nginx: BASE_URL=.../api).
+import http from 'k6/http';
+import { check, sleep } from 'k6';
+
+const BASE = __ENV.BASE_URL;
+const TENANT = __ENV.SHOP_TENANT || 'acme';
+const USER = __ENV.SHOP_USER || 'alice';
+const PASSWORD = __ENV.SHOP_PASSWORD || 'demo';
+const TERMS = ['lamp', 'widget', 'chair', 'desk', 'gadget', 'red', 'pro'];
+let token = '';
+
+function login() {
+  const res = http.post(`${BASE}/login`,
+    JSON.stringify({ tenant: TENANT, username: USER, password: PASSWORD }),
+    { headers: { 'Content-Type': 'application/json' }, tags: { name: 'login' } });
+  check(res, { 'login 200': (r) => r.status === 200 });
+  token = res.status === 200 ? res.json('token') : '';
+}
+
+export default function () {
+  if (!token || __ITER % 20 === 0) {
+    login();
+  }
+  const params = (name) => ({
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    tags: { name: name },
+  });
+  const term = TERMS[Math.floor(Math.random() * TERMS.length)];
+  const search = http.get(`${BASE}/products?q=${term}&limit=20`, params('product_search'));
+  check(search, { 'search 200': (r) => r.status === 200 });
+  let productId = 1;
+  if (search.status === 200) {
+    const items = search.json('items') || [];
+    if (items.length) {
+      productId = items[Math.floor(Math.random() * items.length)].id;
+    }
+  }
+  const order = http.post(`${BASE}/orders`, JSON.stringify({ product_id: productId, quantity: 1 }),
+    params('create_order'));
+  check(order, { 'order 201': (r) => r.status === 201 });
+  http.get(`${BASE}/reports/sales?days=30`, params('sales_report'));
+  http.get(`${BASE}/health`, { tags: { name: 'health' } });
+  sleep(0.1);
+}
+"""
+
+
+LOCUST_DEMO_FILE = """\
+# Built-in opslib Locust scenario for the demo shop API (host: http://127.0.0.1:8080/api).
+import os
+import random
+
+from locust import HttpUser, between, task
+
+TERMS = ["lamp", "widget", "chair", "desk", "gadget", "red", "pro"]
+
+
+class ShopUser(HttpUser):
+    wait_time = between(0.05, 0.15)
+
+    def on_start(self):
+        self.login()
+
+    def login(self):
+        res = self.client.post("/login", json={
+            "tenant": os.environ.get("SHOP_TENANT", "acme"),
+            "username": os.environ.get("SHOP_USER", "alice"),
+            "password": os.environ.get("SHOP_PASSWORD", "demo")}, name="login")
+        token = res.json().get("token", "") if res.status_code == 200 else ""
+        self.client.headers["Authorization"] = f"Bearer {token}"
+
+    @task
+    def flow(self):
+        res = self.client.get(f"/products?q={random.choice(TERMS)}&limit=20",
+                              name="product_search")
+        items = res.json().get("items", []) if res.status_code == 200 else []
+        product_id = random.choice(items)["id"] if items else 1
+        self.client.post("/orders", json={"product_id": product_id, "quantity": 1},
+                         name="create_order")
+        self.client.get("/reports/sales?days=30", name="sales_report")
+        self.client.get("/health", name="health")
+"""

@@ -17,7 +17,7 @@ What it checks, and where the answer comes from:
   seccomp profile; applied service by service, verified healthy, rolled back when not.
 * **Tenant isolation** (:func:`tenant_isolation_probe`): tenant A asks the API for tenant B's data.
 
-All findings share :data:`FINDING_COLUMNS` so :func:`summarize` and :func:`record_results` can
+All findings share :data:`FINDING_COLUMNS` so :func:`summarize` and :func:`audit_checks` can
 count them by category (``runtime``, ``secrets``, ``dockerfile``, ``vulns``) for the scorecard.
 Vulnerability reports (trivy/grype) are read by :mod:`opslib.audit.vulns`.
 """
@@ -71,6 +71,7 @@ __all__ = [
     "EngineFacts",
     "HardeningPlan",
     "apply_hardening",
+    "audit_checks",
     "audit_project",
     "cis_coverage",
     "compose_files_param",
@@ -80,12 +81,12 @@ __all__ = [
     "dockerfile_findings",
     "engine_facts",
     "env_file_findings",
+    "findings_by_category",
     "hadolint_path",
     "history_assignments",
     "parse_dockerfile_assignments",
     "plan_hardening",
     "project_dockerfiles",
-    "record_results",
     "run_hadolint",
     "runtime_findings",
     "seccomp_profile",
@@ -982,9 +983,8 @@ default_compose_file = demo.default_compose_file
 compose_files_param = demo.resolve_compose_files
 
 
-def default_vuln_reports() -> list[Path]:
-    """The small trivy and grype reports committed under ``tests/fixtures/audit`` (demo data)."""
-    return sorted((_REPO_ROOT / "tests" / "fixtures" / "audit").glob("*-shop-*.json"))
+#: The demo images' sample trivy/grype reports (:func:`opslib.demo.sample_vuln_reports`).
+default_vuln_reports = demo.sample_vuln_reports
 
 
 def project_dockerfiles(model: Mapping[str, Any]) -> pd.DataFrame:
@@ -1460,7 +1460,24 @@ def _listed(items: Iterable[Any], limit: int | None = None) -> str:
     return ": " + ", ".join(names) if names else ""
 
 
-def record_results(
+def findings_by_category(
+    findings: pd.DataFrame, vulns: pd.DataFrame | None = None
+) -> dict[str, dict[str, int]]:
+    """The audit's per-category counts for the scorecard: ``{source: {severity: count}}``.
+
+    Args:
+        findings: Runtime, secrets and Dockerfile findings.
+        vulns: Vulnerability rows from :mod:`opslib.audit.vulns` (the ``vulns`` category).
+
+    Returns:
+        Counts per source and severity, plus ``total``.
+    """
+    summary = summarize(findings, vulns).set_index("source")
+    return {src: {sev: int(summary.loc[src, sev]) for sev in SEVERITIES} | {
+        "total": int(summary.loc[src, "total"])} for src in summary.index}
+
+
+def audit_checks(
     findings: pd.DataFrame,
     *,
     vulns: pd.DataFrame | None = None,
@@ -1468,11 +1485,11 @@ def record_results(
     tenant: pd.DataFrame | None = None,
     not_run: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Record the audit's per-category counts and pass/fail checks (for the scorecard).
+    """The audit's pass/fail checks (the runbook records them with ``report.record_checks``).
 
-    Records ``findings_by_category`` ({source: {severity: count}}) and checks
-    ``runtime_no_high``, ``secrets_not_in_env``, ``dockerfiles_clean``, ``no_fixable_critical``
-    (when ``vulns`` is given) and ``tenant_isolation`` (when ``tenant`` is given).
+    Checks ``runtime_no_high``, ``secrets_not_in_env``, ``dockerfiles_clean``,
+    ``no_fixable_critical`` (when ``vulns`` is given) and ``tenant_isolation`` (when ``tenant``
+    is given).
 
     Args:
         findings: Runtime, secrets and Dockerfile findings.
@@ -1485,13 +1502,8 @@ def record_results(
     Returns:
         The checks as a frame (name, ok, detail); ``ok`` is None for a check that did not run.
     """
-    from opslib import report
     from opslib.audit import vulns as ovulns
 
-    summary = summarize(findings, vulns).set_index("source")
-    report.record("findings_by_category", {
-        src: {sev: int(summary.loc[src, sev]) for sev in SEVERITIES} | {
-            "total": int(summary.loc[src, "total"])} for src in summary.index})
     checks: list[tuple[str, bool, str]] = []
 
     def high(src: str, what: str) -> tuple[bool, str]:
@@ -1525,8 +1537,6 @@ def record_results(
             done.append((name, None, reason))
         else:
             done.append((name, ok, f"{detail} ({reason})" if reason else detail))
-    for name, verdict, detail in done:
-        report.check(name, verdict, detail)
     return pd.DataFrame(done, columns=["name", "ok", "detail"])
 
 
@@ -1928,12 +1938,12 @@ def _check_local_url(api_url: str) -> str:
 
 
 def tenant_isolation_probe(
-    api_url: str = "http://127.0.0.1:8080/api",
+    api_url: str = demo.DEMO_API_URL,
     *,
-    tenant_a: str = "acme",
-    tenant_b: str = "globex",
-    username: str = "alice",
-    password: str = "demo",
+    tenant_a: str = demo.DEMO_TENANTS[0],
+    tenant_b: str = demo.DEMO_TENANTS[1],
+    username: str = demo.DEMO_USER,
+    password: str = demo.DEMO_PASSWORD,
     timeout: float = 10,
 ) -> pd.DataFrame:
     """Ask the API, as a user of tenant A, for tenant B's resources; every ask must be refused.

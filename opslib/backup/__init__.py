@@ -41,6 +41,7 @@ import pandas as pd
 
 from opslib import __version__
 from opslib import engine as eng
+from opslib.demo import SHOP_APP_QUERIES
 from opslib.engine import (
     Client,
     exec_in_container,
@@ -109,26 +110,6 @@ _KEEP_DRILL_RUNS = 20
 _PGOPTIONS = ("-c datestyle=ISO,YMD -c timezone=UTC -c intervalstyle=postgres "
               "-c extra_float_digits=1 -c bytea_output=hex -c statement_timeout=0")
 
-#: Application queries of the demo shop, answered at backup time and again after a restore. The
-#: drill compares row count and an md5 of the answer. Keys are names, values one SELECT each.
-SHOP_APP_QUERIES: dict[str, str] = {
-    "product_search_by_name": (
-        "SELECT p.id, p.sku, p.name, p.price_cents FROM products p "
-        "JOIN tenants t ON t.id = p.tenant_id "
-        "WHERE t.slug = (SELECT slug FROM tenants ORDER BY id LIMIT 1) "
-        "AND p.name ILIKE '%widget%' ORDER BY p.name, p.id LIMIT 50"
-    ),
-    "sales_report_by_tenant_day": (
-        "SELECT t.slug, date_trunc('day', o.created_at) AS day, count(*) AS orders, "
-        "sum(o.quantity * o.unit_price_cents) AS revenue_cents "
-        "FROM orders o JOIN tenants t ON t.id = o.tenant_id "
-        "WHERE o.status IN ('paid', 'shipped') GROUP BY t.slug, day ORDER BY t.slug, day"
-    ),
-    "user_lookup_for_login": (
-        "SELECT u.id, u.username, t.slug FROM users u JOIN tenants t ON t.id = u.tenant_id "
-        "WHERE u.username = 'alice' ORDER BY t.slug"
-    ),
-}
 
 
 # --------------------------------------------------------------------------------------------

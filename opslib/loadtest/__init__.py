@@ -36,6 +36,8 @@ from urllib.parse import urlparse
 
 import polars as pl
 
+from opslib import demo
+from opslib.demo import DEMO_BASE_URL, K6_DEMO_SCRIPT, LOCUST_DEMO_FILE
 from opslib.engine import Client
 from opslib.exceptions import BadParameter, CommandFailed, OpslibError, ToolMissing
 from opslib.loadtest.readers import (
@@ -83,10 +85,8 @@ __all__ = [
 ]
 
 _PERCENTILES = {"med": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0}
-_ROOT = Path(__file__).resolve().parents[2]
+_ROOT = demo.REPO_ROOT
 
-DEMO_BASE_URL = "http://127.0.0.1:8080/api"
-"""The demo shop API through nginx (compose project ``shop``, service ``web``)."""
 
 
 def resolve_source(source: str | Path = "") -> Path:
@@ -94,7 +94,7 @@ def resolve_source(source: str | Path = "") -> Path:
 
     Args:
         source: A file or folder; empty means the committed k6 example run
-            (``tests/fixtures/loadtest/k6.ndjson``). A relative path is looked up in the current
+            (:func:`opslib.demo.sample_k6_results`). A relative path is looked up in the current
             folder, then at the repository root (notebooks run in ``notebooks/``).
 
     Returns:
@@ -104,7 +104,7 @@ def resolve_source(source: str | Path = "") -> Path:
         BadParameter: It does not exist.
     """
     if not str(source):
-        return _ROOT / "tests" / "fixtures" / "loadtest" / "k6.ndjson"
+        return demo.sample_k6_results()
     path = Path(source).expanduser()
     if not path.is_absolute() and not path.exists() and (_ROOT / path).exists():
         path = _ROOT / path
@@ -939,88 +939,7 @@ def find_bottleneck(summary: pl.DataFrame, container_stats: Any = None) -> Bottl
 
 # --- running a load test ---------------------------------------------------------------------
 
-K6_DEMO_SCRIPT = """\
-// Built-in opslib k6 scenario for the demo shop API (through nginx: BASE_URL=.../api).
-import http from 'k6/http';
-import { check, sleep } from 'k6';
 
-const BASE = __ENV.BASE_URL;
-const TENANT = __ENV.SHOP_TENANT || 'acme';
-const USER = __ENV.SHOP_USER || 'alice';
-const PASSWORD = __ENV.SHOP_PASSWORD || 'demo';
-const TERMS = ['lamp', 'widget', 'chair', 'desk', 'gadget', 'red', 'pro'];
-let token = '';
-
-function login() {
-  const res = http.post(`${BASE}/login`,
-    JSON.stringify({ tenant: TENANT, username: USER, password: PASSWORD }),
-    { headers: { 'Content-Type': 'application/json' }, tags: { name: 'login' } });
-  check(res, { 'login 200': (r) => r.status === 200 });
-  token = res.status === 200 ? res.json('token') : '';
-}
-
-export default function () {
-  if (!token || __ITER % 20 === 0) {
-    login();
-  }
-  const params = (name) => ({
-    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
-    tags: { name: name },
-  });
-  const term = TERMS[Math.floor(Math.random() * TERMS.length)];
-  const search = http.get(`${BASE}/products?q=${term}&limit=20`, params('product_search'));
-  check(search, { 'search 200': (r) => r.status === 200 });
-  let productId = 1;
-  if (search.status === 200) {
-    const items = search.json('items') || [];
-    if (items.length) {
-      productId = items[Math.floor(Math.random() * items.length)].id;
-    }
-  }
-  const order = http.post(`${BASE}/orders`, JSON.stringify({ product_id: productId, quantity: 1 }),
-    params('create_order'));
-  check(order, { 'order 201': (r) => r.status === 201 });
-  http.get(`${BASE}/reports/sales?days=30`, params('sales_report'));
-  http.get(`${BASE}/health`, { tags: { name: 'health' } });
-  sleep(0.1);
-}
-"""
-
-LOCUST_DEMO_FILE = """\
-# Built-in opslib Locust scenario for the demo shop API (host: http://127.0.0.1:8080/api).
-import os
-import random
-
-from locust import HttpUser, between, task
-
-TERMS = ["lamp", "widget", "chair", "desk", "gadget", "red", "pro"]
-
-
-class ShopUser(HttpUser):
-    wait_time = between(0.05, 0.15)
-
-    def on_start(self):
-        self.login()
-
-    def login(self):
-        res = self.client.post("/login", json={
-            "tenant": os.environ.get("SHOP_TENANT", "acme"),
-            "username": os.environ.get("SHOP_USER", "alice"),
-            "password": os.environ.get("SHOP_PASSWORD", "demo")}, name="login")
-        token = res.json().get("token", "") if res.status_code == 200 else ""
-        self.client.headers["Authorization"] = f"Bearer {token}"
-
-    @task
-    def flow(self):
-        res = self.client.get(f"/products?q={random.choice(TERMS)}&limit=20",
-                              name="product_search")
-        items = res.json().get("items", []) if res.status_code == 200 else []
-        product_id = random.choice(items)["id"] if items else 1
-        self.client.post("/orders", json={"product_id": product_id, "quantity": 1},
-                         name="create_order")
-        self.client.get("/reports/sales?days=30", name="sales_report")
-        self.client.get("/health", name="health")
-"""
 
 _REQUESTS_PER_ITERATION = 4  # search, order, report, health (+ a login every 20 iterations)
 

@@ -36,6 +36,7 @@ __all__ = [
     "not_run",
     "output_dir",
     "record",
+    "record_checks",
     "results_from_notebook",
     "show",
     "table",
@@ -172,6 +173,26 @@ def check_status(c: Mapping[str, Any]) -> str:
     if status in (PASS, FAIL, NOT_RUN):
         return str(status)
     return PASS if c.get("ok") else FAIL
+
+
+def record_checks(checks: Any, **records: Any) -> Any:
+    """Record a domain's checks frame (name, ok, detail) and named values, in that order.
+
+    Domains compute their verdicts as a frame and never import this module; the notebook hands
+    the frame here, one :func:`check` per row (``ok`` None is "not run").
+
+    Args:
+        checks: A DataFrame with columns name, ok, detail.
+        **records: Values to :func:`record` first (name = keyword).
+
+    Returns:
+        ``checks``, unchanged.
+    """
+    for name, value in records.items():
+        record(name, value)
+    for name, ok, detail in checks[["name", "ok", "detail"]].itertuples(index=False):
+        check(str(name), None if ok is None else bool(ok), str(detail))
+    return checks
 
 
 def show(fig: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from opslib import audit
+from opslib import audit, report
 from opslib.audit import vulns
 from opslib.exceptions import BadInputFormat, BadParameter, ToolMissing
 from opslib.redact import fingerprint, redact_text
@@ -299,11 +299,11 @@ def test_without_hadolint_dockerfiles_clean_is_not_run_unless_user_check_fails(
     assert list(found["id"]) == ["4.1"] and list(found["service"]) == ["bad"]
     reason = {"dockerfiles_clean": "hadolint did not run (hadolint is not installed)"}
     clean = audit.dockerfile_findings(frame[frame["service"] == "good"], hadolint=False)
-    checks = audit.record_results(clean, not_run=reason).set_index("name")
+    checks = report.record_checks(audit.audit_checks(clean, not_run=reason)).set_index("name")
     assert checks.loc["dockerfiles_clean", "ok"] is None
     assert "hadolint did not run" in checks.loc["dockerfiles_clean", "detail"]
     assert "[NOT RUN] dockerfiles_clean" in capsys.readouterr().out
-    checks = audit.record_results(found, not_run=reason).set_index("name")
+    checks = report.record_checks(audit.audit_checks(found, not_run=reason)).set_index("name")
     verdict = checks.loc["dockerfiles_clean", "ok"]
     assert verdict is not None and not verdict  # what did run found a root image: a failure
     assert "hadolint did not run" in checks.loc["dockerfiles_clean", "detail"]
@@ -348,13 +348,14 @@ def test_record_results_checks(capsys: pytest.CaptureFixture[str]) -> None:
     v = vulns.read_vuln_reports([TRIVY, GRYPE])
     tenant = pd.DataFrame([{"probe": "p", "request": "r", "expected": "404", "got": "HTTP 404",
                             "ok": True}])
-    checks = audit.record_results(findings, vulns=v, vuln_fail_severity="CRITICAL",
-                                  tenant=tenant).set_index("name")
+    checks = report.record_checks(audit.audit_checks(
+        findings, vulns=v, vuln_fail_severity="CRITICAL", tenant=tenant)).set_index("name")
     assert checks.loc["runtime_no_high", "ok"] and checks.loc["secrets_not_in_env", "ok"]
     assert checks.loc["dockerfiles_clean", "ok"] and checks.loc["tenant_isolation", "ok"]
     assert not checks.loc["no_fixable_critical", "ok"]
     assert "CVE-2024-45490" in checks.loc["no_fixable_critical", "detail"]
-    again = audit.record_results(findings, vulns=v, vuln_fail_severity="critical")
+    again = report.record_checks(audit.audit_checks(findings, vulns=v,
+                                                    vuln_fail_severity="critical"))
     assert "tenant_isolation" not in set(again["name"])
 
 
