@@ -14,6 +14,10 @@ import pandas as pd
 import pytest
 
 from opslib import backup as bk
+from opslib.backup import drill as bk_drill
+from opslib.backup import manifest as bk_manifest
+from opslib.backup import postgres as bk_postgres
+from opslib.backup import redis as bk_redis
 from opslib.exceptions import (
     ApplyError,
     BackupNotFound,
@@ -162,7 +166,7 @@ def test_list_backups_states_and_verdicts(tmp_path: Path) -> None:
 
 def test_list_backups_of_empty_or_missing_folder(tmp_path: Path) -> None:
     assert bk.list_backups(tmp_path).empty
-    assert list(bk.list_backups(tmp_path / "nope").columns) == bk._LIST_COLUMNS
+    assert list(bk.list_backups(tmp_path / "nope").columns) == bk_manifest._LIST_COLUMNS
 
 
 def test_resolve_backup_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,15 +179,15 @@ def test_resolve_backup_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_pick_backup(tmp_path: Path) -> None:
     with pytest.raises(BackupNotFound):
-        bk._pick_backup(tmp_path, "")
+        bk_manifest._pick_backup(tmp_path, "")
     older = make_backup(tmp_path, 5)
     newer = make_backup(tmp_path, 1)
     make_backup(tmp_path, 0.5, source="shop-cache", ext=".rdb")
-    assert bk._pick_backup(tmp_path, "") == newer
-    assert bk._pick_backup(tmp_path, older.name) == older
-    assert bk._pick_backup(tmp_path, str(older)) == older
+    assert bk_manifest._pick_backup(tmp_path, "") == newer
+    assert bk_manifest._pick_backup(tmp_path, older.name) == older
+    assert bk_manifest._pick_backup(tmp_path, str(older)) == older
     with pytest.raises(BackupNotFound):
-        bk._pick_backup(tmp_path, "no-such.dump")
+        bk_manifest._pick_backup(tmp_path, "no-such.dump")
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,7 +263,7 @@ def test_apply_retention_refuses_stale_plan(tmp_path: Path) -> None:
     # Meanwhile a drill verified the newest backup: the plan must not delete it.
     result = bk.DrillResult(run_id="later", backup=newest, verified=True, started_at=NOW,
                             ended_at=NOW)
-    bk._write_drill_record(result)
+    bk_drill._write_drill_record(result)
     with pytest.raises(PlanError) as info:
         bk.apply_retention(plan, apply=True, journal=tmp_path / "j.jsonl")
     assert newest.name in str(info.value) and newest.exists()
@@ -304,7 +308,7 @@ def test_take_backup_checks_parameters_before_touching_engine(tmp_path: Path) ->
 def test_tar_stream_is_a_valid_archive(tmp_path: Path) -> None:
     src = tmp_path / "a.dump"
     src.write_bytes(bytes(range(256)) * 4001)
-    data = b"".join(bk._tar_stream(src, "restore.dump", chunk=1000))
+    data = b"".join(bk_drill._tar_stream(src, "restore.dump", chunk=1000))
     assert len(data) % 512 == 0
     with tarfile.open(fileobj=io.BytesIO(data)) as tf:
         member = tf.getmember("restore.dump")
@@ -316,9 +320,9 @@ def test_tar_stream_is_a_valid_archive(tmp_path: Path) -> None:
 def test_iter_reader_streams_a_tar(tmp_path: Path) -> None:
     src = tmp_path / "dump.rdb"
     src.write_bytes(b"REDIS0010" + b"z" * 100_000)
-    data = b"".join(bk._tar_stream(src, "dump.rdb"))
+    data = b"".join(bk_drill._tar_stream(src, "dump.rdb"))
     chunks = iter([data[i:i + 777] for i in range(0, len(data), 777)])
-    reader = io.BufferedReader(bk._IterReader(chunks))
+    reader = io.BufferedReader(bk_redis._IterReader(chunks))
     with tarfile.open(fileobj=reader, mode="r|") as tf:
         member = tf.next()
         assert member is not None
@@ -327,12 +331,12 @@ def test_iter_reader_streams_a_tar(tmp_path: Path) -> None:
 
 
 def test_sql_builders_quote_and_order() -> None:
-    counts = bk._counts_sql(['public."it\'s"', "public.orders"])
+    counts = bk_postgres._counts_sql(['public."it\'s"', "public.orders"])
     assert "'public.\"it''s\"'" in counts and "UNION ALL" in counts
-    sums = bk._checksums_sql({"public.orders": ["id"], "public.log": []})
+    sums = bk_postgres._checksums_sql({"public.orders": ["id"], "public.log": []})
     assert "ORDER BY _opslib_row.id" in sums and "ORDER BY md5(_opslib_row::text)" in sums
-    assert bk._counts_sql([]) == bk._checksums_sql({}) == "SELECT '{}'::json"
-    assert "FROM (SELECT 1) AS _opslib_q" in bk._app_query_sql("SELECT 1;")
+    assert bk_postgres._counts_sql([]) == bk_postgres._checksums_sql({}) == "SELECT '{}'::json"
+    assert "FROM (SELECT 1) AS _opslib_q" in bk_postgres._app_query_sql("SELECT 1;")
 
 
 MANIFEST = {
@@ -355,7 +359,7 @@ RESTORED = {
 
 
 def test_compare_all_equal() -> None:
-    rows = bk._compare(MANIFEST, RESTORED, checksum_max_rows=100)
+    rows = bk_drill._compare(MANIFEST, RESTORED, checksum_max_rows=100)
     assert all(r["ok"] for r in rows), [r for r in rows if not r["ok"]]
     checked = {(r["check"], r["object"]) for r in rows}
     assert ("content_checksum", "public.small") in checked
@@ -371,10 +375,10 @@ def test_compare_finds_differences() -> None:
     restored["catalog"]["indexes"] = 2
     restored["catalog"]["constraints"] = {"p": 2}
     restored["app_queries"]["search"] = {"rows": 0, "md5": "x"}
-    bad = {r["check"] for r in bk._compare(MANIFEST, restored, 100) if not r["ok"]}
+    bad = {r["check"] for r in bk_drill._compare(MANIFEST, restored, 100) if not r["ok"]}
     assert bad == {"row_count", "content_checksum", "indexes", "constraints", "app_query"}
     del restored["counts"]["public.small"]
-    bad_rows = [r for r in bk._compare(MANIFEST, restored, 100) if not r["ok"]]
+    bad_rows = [r for r in bk_drill._compare(MANIFEST, restored, 100) if not r["ok"]]
     assert ("tables_present", "public.small") in {(r["check"], r["object"]) for r in bad_rows}
 
 
