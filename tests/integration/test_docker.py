@@ -109,7 +109,7 @@ def test_stack_overview_notebook_under_plain_papermill(shop: str, tmp_path: Path
     assert res["records"]["total_image_size_mb"] > 50
     assert res["checks"] == [{"name": "all_services_healthy", "ok": True,
                               "detail": "0 of 4 services not running/healthy: none",
-                              "data": None}]
+                              "data": None, "status": "pass"}]
 
 
 def test_stack_overview_notebook_fails_loudly_on_unknown_project(tmp_path: Path,
