@@ -41,6 +41,7 @@ import pandas as pd
 import polars as pl
 
 from opslib import engine
+from opslib._plan import journal_path
 from opslib.engine import (
     CONFIG_FILES_LABEL,
     SERVICE_LABEL,
@@ -74,6 +75,7 @@ __all__ = [
     "analyse_logs",
     "apply_cleanup",
     "archive_roots",
+    "bytes_freed",
     "check_compose_override",
     "check_logrotate",
     "compose_logging_override",
@@ -999,11 +1001,35 @@ def _wait_stable(path: Path, *, settle: float = 0.3, timeout: float = 10.0) -> i
     return last
 
 
+def bytes_freed(frame: pd.DataFrame, *, status: str | None = None) -> int:
+    """Bytes a cleanup plan frees (or an applied result freed, counting rows with ``status``).
+
+    Args:
+        frame: A :func:`plan_cleanup` plan or an :func:`apply_cleanup` result.
+        status: Only count rows with this status (``"done"`` for what was really freed).
+
+    Returns:
+        The sum of ``bytes_freed``.
+    """
+    rows = frame if status is None else frame[frame["status"] == status]
+    return int(rows["bytes_freed"].sum()) if len(rows) else 0
+
+
+def _needs_client(client: Client | None) -> Client:
+    if client is None:
+        raise PlanError("apply_cleanup: this plan touches containers; pass client=...")
+    return client
+
+
 class _Applier:
-    def __init__(self, client: Client, journal: _Journal, compresslevel: int) -> None:
-        self.client = client
+    def __init__(self, client: Client | None, journal: _Journal, compresslevel: int) -> None:
+        self._client = client
         self.journal = journal
         self.compresslevel = compresslevel
+
+    @property
+    def client(self) -> Client:
+        return _needs_client(self._client)
 
     def roots(self, row: Mapping[str, Any]) -> list[Path]:
         return [Path(p) for p in json.loads(row["archive_roots"] or "[]")]
@@ -1170,9 +1196,9 @@ _MODIFYING = ("truncate", "recreate-with-rotation", "compress-rotated")
 
 def apply_cleanup(
     plan: pd.DataFrame,
-    client: Client,
     *,
-    out_dir: str | Path,
+    client: Client | None = None,
+    journal: str | Path | None = None,
     apply: bool = False,
     compresslevel: int = 1,
     verify: bool = True,
@@ -1188,7 +1214,9 @@ def apply_cleanup(
     Args:
         plan: From :func:`plan_cleanup` (or :func:`load_plan`).
         client: A ``docker.DockerClient``.
-        out_dir: This run's output folder (the journal is ``log-cleanup-journal.jsonl`` there).
+        client: A ``docker.DockerClient`` (for truncate/recreate actions and the checks).
+        journal: The journal file, or this run's output folder (the journal is
+            ``log-cleanup-journal.jsonl`` there).
         apply: Without it nothing changes and the plan is returned marked ``dry-run``.
         compresslevel: gzip level of archives (1 is fast and still ~10x smaller for logs).
         verify: Read ``docker logs`` of touched services back at the end.
@@ -1209,8 +1237,8 @@ def apply_cleanup(
     if not apply:
         dry = plan.assign(status="dry-run", detail=plan["why"])
         return dry[cols].reset_index(drop=True)
-    journal = _Journal(Path(out_dir) / "log-cleanup-journal.jsonl")
-    worker = _Applier(client, journal, compresslevel)
+    log = _Journal(journal_path(journal, "log-cleanup-journal.jsonl", what="apply_cleanup"))
+    worker = _Applier(client, log, compresslevel)
     handlers = {"archive": worker.archive, "truncate": worker.truncate,
                 "recreate-with-rotation": worker.recreate,
                 "compress-rotated": worker.compress_rotated,
@@ -1223,7 +1251,7 @@ def apply_cleanup(
         if row["action"] == "note":
             results.append({**base, "status": "skipped", "bytes_freed": 0, "detail": row["why"]})
             continue
-        prev = journal.finished(row["id"])
+        prev = log.finished(row["id"])
         if prev is not None:
             results.append({**base, "status": "already done",
                             "bytes_freed": int(prev.get("bytes_freed") or 0),
@@ -1234,28 +1262,28 @@ def apply_cleanup(
         handler = handlers.get(row["action"])
         if handler is None:
             raise PlanError(f"Unknown action {row['action']!r} in step {row['step']}.")
-        journal.write(row, "start", file=row["file"])
+        log.write(row, "start", file=row["file"])
         try:
             res = handler(row)
         except (VerificationFailed, ApplyError, PlanError) as exc:
-            journal.write(row, "failed", error=redact_text(str(exc)))
+            log.write(row, "failed", error=redact_text(str(exc)))
             raise
         except (OpslibError, OSError) as exc:
-            journal.write(row, "failed", error=redact_text(str(exc)))
+            log.write(row, "failed", error=redact_text(str(exc)))
             raise ApplyError(f"step {row['step']} {row['action']} {row['service']}",
                              redact_text(str(exc))) from exc
         status = res.pop("status")
-        journal.write(row, "done" if status == "done" else "skipped", **res)
+        log.write(row, "done" if status == "done" else "skipped", **res)
         results.append({**base, "status": status, "bytes_freed": int(res.get("bytes_freed", 0)),
                         "detail": res.get("detail", "")})
         if row["container_id"] and row["action"] in _MODIFYING:
             touched[row["service"]] = row
     if verify:
         for svc, trow in touched.items():
-            c = _current_container(client, trow)
+            c = _current_container(_needs_client(client), trow)
             if c is None:
                 raise VerificationFailed("docker logs", svc, "the service has no container")
-            chk = verify_docker_logs(client, c)
+            chk = verify_docker_logs(_needs_client(client), c)
             results.append({"step": None, "id": f"verify-{svc}", "action": "verify-logs",
                             "service": svc, "file": c.attrs.get("LogPath", ""),
                             "status": "verified", "bytes_freed": 0,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted(p for p in (Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+MAX_CELL_LINES = 15
 SECRET_VALUE = re.compile(r"(postgres(ql)?://[^:\s]+:[^@\s]+@|-----BEGIN [A-Z ]*PRIVATE KEY)")
 
 
@@ -32,6 +33,9 @@ def test_notebook_is_clean_runbook(path: Path) -> None:
         assert c.get("execution_count") is None, f"cell {i} has an execution count"
         assert not re.search(r"^\s*(def|class)\s", src, re.M), f"cell {i} defines def/class"
         assert not SECRET_VALUE.search(src), f"cell {i} embeds a credential"
+        lines = len(src.splitlines())
+        assert lines <= MAX_CELL_LINES, f"cell {i} has {lines} lines (at most {MAX_CELL_LINES}: " \
+            "one domain call plus display; move logic into opslib)"
     params = "".join(tagged[0]["source"])
     for name in ("project", "docker_url", "output_dir"):
         assert re.search(rf"^{name}\s*=", params, re.M), f"parameters cell lacks {name!r}"

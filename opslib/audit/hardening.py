@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from opslib import engine as od
+from opslib._plan import journal_path
 from opslib.audit.findings import _records
 from opslib.audit.runtime import _processes, writable_paths
 from opslib.engine import Client
@@ -325,27 +326,28 @@ def write_hardening_files(plan: HardeningPlan, out_dir: str | Path) -> dict[str,
 def apply_hardening(
     plan: HardeningPlan,
     *,
-    base_files: Sequence[str | Path],
-    out_dir: str | Path,
-    apply: bool = False,
-    timeout: float = 120,
     client: Client | None = None,
+    journal: str | Path | None = None,
+    apply: bool = False,
+    base_files: Sequence[str | Path] = (),
+    timeout: float = 120,
 ) -> pd.DataFrame:
     """Apply the hardening override service by service; roll back a service that is not healthy.
 
     For each service: ``docker compose -f base... -f override up -d --no-deps <service>``, wait
     until it is healthy (or running, without a health check) within ``timeout``; if it is not,
-    recreate it from the base files (roll back) and say so. Every step is appended to
-    ``hardening-journal.jsonl`` in ``out_dir``; a rerun of the same plan skips services the
-    journal already records as hardened.
+    recreate it from the base files (roll back) and say so. Every step is appended to the
+    journal (``hardening-journal.jsonl`` in the run folder); a rerun of the same plan skips
+    services the journal already records as hardened.
 
     Args:
         plan: From :func:`plan_hardening`.
-        base_files: The project's compose files (the override is added last).
-        out_dir: Folder for the override file and the journal.
-        apply: False (default) only returns the plan; True changes the running services.
-        timeout: Seconds to wait for each service to become healthy.
         client: A ``docker.DockerClient`` (required when ``apply``).
+        journal: The run's output folder (the override file goes there too) or the journal
+            file (the override goes next to it).
+        apply: False (default) only returns the plan; True changes the running services.
+        base_files: The project's compose files (the override is added last).
+        timeout: Seconds to wait for each service to become healthy.
 
     Returns:
         Per service: service, status (planned / hardened / rolled back / already hardened /
@@ -366,11 +368,12 @@ def apply_hardening(
         raise PlanError("apply_hardening(apply=True) needs the docker client (client=...).")
     if not base_files:
         raise PlanError("apply_hardening needs the project's compose files (base_files=...).")
-    paths = write_hardening_files(plan, out_dir)
-    journal = Journal(Path(out_dir) / "hardening-journal.jsonl", time_key="ts",
+    jpath = journal_path(journal, "hardening-journal.jsonl", what="apply_hardening")
+    paths = write_hardening_files(plan, jpath.parent)
+    log = Journal(jpath, time_key="ts",
                       timespec="seconds")
     digest = plan.digest()
-    done = journal.done_keys("service", plan=digest, status="hardened")
+    done = log.done_keys("service", plan=digest, status="hardened")
     base = [str(f) for f in base_files]
     check = od.compose(["config", "--quiet"], project=plan.project,
                        files=[*base, str(paths["override"])], check=False)
@@ -382,11 +385,11 @@ def apply_hardening(
         t0 = time.monotonic()
         if svc in done:
             results.append({"service": svc, "status": "already hardened",
-                            "detail": f"journal {journal.path.name} records plan {digest}",
+                            "detail": f"journal {log.path.name} records plan {digest}",
                             "seconds": 0.0})
             continue
         step = {"project": plan.project, "plan": digest, "service": svc}
-        journal.append({**step, "status": "applying", "override": str(paths["override"])})
+        log.append({**step, "status": "applying", "override": str(paths["override"])})
         try:
             od.compose(["up", "-d", "--no-deps", "--no-build", svc], project=plan.project,
                        files=[*base, str(paths["override"])], timeout=timeout + 60)
@@ -394,7 +397,7 @@ def apply_hardening(
         except OpslibError as exc:
             ok, detail = False, str(exc)
         if ok:
-            journal.append({**step, "status": "hardened", "detail": detail})
+            log.append({**step, "status": "hardened", "detail": detail})
             results.append({"service": svc, "status": "hardened", "detail": detail,
                             "seconds": round(time.monotonic() - t0, 1)})
             continue
@@ -403,14 +406,14 @@ def apply_hardening(
             logs = od.container_logs(od.service_container(client, plan.project, svc), tail=15)
         except (NotFound, EngineRefused) as exc:  # no container left to read: say so instead
             logs = f"(no logs: {exc})"
-        journal.append({**step, "status": "failed", "detail": detail, "logs": redact_text(logs)})
+        log.append({**step, "status": "failed", "detail": detail, "logs": redact_text(logs)})
         try:
             od.compose(["up", "-d", "--no-deps", "--no-build", "--force-recreate", svc],
                        project=plan.project, files=base, timeout=timeout + 60)
             rb_ok, rb_detail = od.wait_healthy(client, plan.project, svc, timeout)
         except OpslibError as exc:
             rb_ok, rb_detail = False, str(exc)
-        journal.append({**step, "status": "rolled back" if rb_ok else "rollback failed",
+        log.append({**step, "status": "rolled back" if rb_ok else "rollback failed",
                         "detail": rb_detail})
         if not rb_ok:
             raise ApplyError(f"harden {svc}", f"service not healthy with the override ({detail}) "

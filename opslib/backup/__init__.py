@@ -33,7 +33,9 @@ from opslib.backup.manifest import (
     manifest_tables,
     resolve_backup_dir,
     sha256_file,
+    verified_count,
     verify_backup_file,
+    without_paths,
 )
 from opslib.backup.objectives import (
     RecoveryObjectives,
@@ -43,7 +45,7 @@ from opslib.backup.objectives import (
 )
 from opslib.backup.postgres import take_backup
 from opslib.backup.redis import redis_persistence, snapshot_redis
-from opslib.backup.retention import apply_retention, plan_retention
+from opslib.backup.retention import apply_retention, deletes_planned, plan_retention
 from opslib.backup.scratch import cleanup_scratch
 from opslib.demo import SHOP_APP_QUERIES
 
@@ -57,6 +59,7 @@ __all__ = [
     "RecoveryObjectives",
     "apply_retention",
     "cleanup_scratch",
+    "deletes_planned",
     "drill_history",
     "list_backups",
     "load_drill",
@@ -74,5 +77,7 @@ __all__ = [
     "snapshot_redis",
     "take_backup",
     "timeline_figure",
+    "verified_count",
     "verify_backup_file",
+    "without_paths",
 ]

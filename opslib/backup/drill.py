@@ -121,6 +121,11 @@ class DrillResult:
         return round(float((end - start).total_seconds()), 3)
 
     @property
+    def failed_checks(self) -> int:
+        """How many of :attr:`checks` failed."""
+        return int((~self.checks["ok"].astype(bool)).sum()) if len(self.checks) else 0
+
+    @property
     def summary(self) -> str:
         """One sentence for a check's detail."""
         if self.verified:

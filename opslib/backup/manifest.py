@@ -32,7 +32,9 @@ __all__ = [
     "manifest_tables",
     "resolve_backup_dir",
     "sha256_file",
+    "verified_count",
     "verify_backup_file",
+    "without_paths",
 ]
 
 
@@ -371,3 +373,13 @@ def _pick_backup(backup_dir: Path, backup_file: str | Path) -> Path:
     if not len(df):
         raise BackupNotFound(str(backup_dir), "no PostgreSQL backup (.dump) in this folder")
     return Path(str(df.iloc[0]["path"]))
+
+
+def verified_count(inventory: pd.DataFrame) -> int:
+    """How many backups of a :func:`list_backups` frame passed their drill verification."""
+    return int(inventory["verified"].sum()) if len(inventory) else 0
+
+
+def without_paths(frame: pd.DataFrame) -> pd.DataFrame:
+    """A backup listing or retention plan for display: without the absolute ``path`` column."""
+    return frame.drop(columns=["path"], errors="ignore")

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from opslib._plan import journal_path
 from opslib.backup.manifest import _check_int, _drill_path, _utcnow, list_backups, manifest_path
+from opslib.engine import Client
 from opslib.exceptions import (
     ApplyError,
     BadParameter,
@@ -16,7 +18,7 @@ from opslib.exceptions import (
 )
 from opslib.journal import Journal
 
-__all__ = ["apply_retention", "plan_retention"]
+__all__ = ["apply_retention", "deletes_planned", "plan_retention"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,8 +108,9 @@ def plan_retention(
 def apply_retention(
     plan: pd.DataFrame,
     *,
+    client: Client | None = None,
+    journal: str | Path | None = None,
     apply: bool = False,
-    journal: str | Path,
     remove: Callable[[Path], None] | None = None,
 ) -> pd.DataFrame:
     """Delete the backups a retention plan marks ``delete`` (with their manifest and drill record).
@@ -118,8 +121,10 @@ def apply_retention(
 
     Args:
         plan: The frame from :func:`plan_retention` (shown to a person first).
+        client: Not used (backups are files on this host); part of the one apply signature.
+        journal: The JSON-lines journal file, or the run's output folder (then
+            ``retention-journal.jsonl`` in it).
         apply: Really delete (``False`` = report what would be deleted).
-        journal: JSON-lines journal (in the run's output folder).
         remove: How to delete one file (default ``Path.unlink``); for tests of failures.
 
     Returns:
@@ -134,7 +139,8 @@ def apply_retention(
     if missing:
         raise PlanError(f"not a retention plan: columns {missing} missing; build it with "
                         "opslib.backup.plan_retention")
-    log = Journal(journal, time_key="ts", timespec="microseconds")
+    log = Journal(journal_path(journal, "retention-journal.jsonl", what="apply_retention"),
+                  time_key="ts", timespec="microseconds")
     deletes = plan[plan["action"] == "delete"]
     folders = {str(Path(str(p)).parent) for p in deletes["path"]}
     protected: set[str] = set()
@@ -177,3 +183,8 @@ def apply_retention(
         rows.append({"file": rec["file"], "action": "delete", "status": "deleted",
                      "detail": ", ".join(t.name for t in targets)})
     return pd.DataFrame(rows, columns=["file", "action", "status", "detail"])
+
+
+def deletes_planned(plan: pd.DataFrame) -> int:
+    """How many backups a :func:`plan_retention` plan would delete."""
+    return int((plan["action"] == "delete").sum()) if len(plan) else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ import pandas as pd
 import yaml
 
 from opslib import engine as od
+from opslib._plan import journal_path
 from opslib.engine import (
     Client,
     compose,
@@ -322,9 +324,10 @@ def _up(plan: LimitsPlan, service: str) -> None:
 
 
 def apply_limits(
-    client: Client,
     plan: LimitsPlan,
     *,
+    client: Client | None = None,
+    journal: str | Path | None = None,
     apply: bool = False,
     timeout_s: float = 180.0,
 ) -> pd.DataFrame:
@@ -340,6 +343,8 @@ def apply_limits(
     Args:
         client: A ``docker.DockerClient``.
         plan: A plan from :func:`plan_limits` (show ``plan.actions`` first).
+        client: A ``docker.DockerClient`` (needed with ``apply``).
+        journal: The journal file or folder; default the plan's ``journal_path``.
         apply: Really change the system; otherwise return what would be done.
         timeout_s: Seconds each service has to become healthy.
 
@@ -349,8 +354,12 @@ def apply_limits(
         memory_reservation, cpus (the live values afterwards).
 
     Raises:
-        PlanError: The plan is stale (the override file was removed).
+        PlanError: The plan is stale (the override file was removed), or ``apply`` without
+            a client.
     """
+    if journal is not None:
+        plan = dataclasses.replace(plan, journal_path=journal_path(
+            journal, JOURNAL_NAME, what="apply_limits"))
     cols = ["service", "status", "detail", "memory_limit", "memory_reservation", "cpus"]
     if not apply:
         files = " ".join(f"-f {f}" for f in [*plan.compose_files, plan.override_path])
@@ -361,6 +370,8 @@ def apply_limits(
                  "cpus": a["cpus"]}
                 for a in plan.actions.to_dict("records")]
         return pd.DataFrame(rows, columns=cols)
+    if client is None:
+        raise PlanError("apply_limits(apply=True) needs the docker client (client=...).")
     if not plan.override_path.parent.exists():
         raise PlanError(f"The plan's folder {plan.override_path.parent} is gone; plan again.")
     in_effect = {k: dict(v) for k, v in plan.entries.items()}

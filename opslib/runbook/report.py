@@ -30,6 +30,7 @@ __all__ = [
     "PLOTLY_MIME",
     "RESULT_MIME",
     "apply_button",
+    "apply_plan",
     "check",
     "check_status",
     "jsonable",
@@ -288,6 +289,48 @@ def output_dir(path: str | Path, runbook: str) -> Path:
         folder = root / folder
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def apply_plan(
+    action: Callable[..., Any],
+    plan: Any,
+    *,
+    apply: bool,
+    label: str,
+    client: Any = None,
+    journal: str | Path | None = None,
+    caption: str = "",
+    **options: Any,
+) -> Any:
+    """Apply a plan now when ``apply`` is true; otherwise show its dry run and an Apply button.
+
+    The one "apply now or offer the Apply button" step of every runbook that changes a system:
+    ``action`` is an ``apply_*`` function with the signature of
+    :class:`opslib._plan.ApplyFunction`; it is called with ``apply`` as given (the dry run when
+    false) and its frame is shown. A dry run of a non-empty plan adds the button, which calls the
+    same function with ``apply=True``.
+
+    Args:
+        action: The domain's ``apply_*`` function.
+        plan: The plan its ``plan_*`` function built (shown before this step).
+        apply: The runbook's ``apply`` parameter.
+        label: The button text, e.g. ``"Apply 3 actions"``.
+        client: The Docker client, for applies that touch containers.
+        journal: The run's output folder or journal file.
+        caption: Caption of the shown frame (default: "Applied" / "Dry run: ...").
+        **options: The apply function's own keyword options.
+
+    Returns:
+        What ``action`` returned (the applied or dry-run frame).
+    """
+    from opslib._plan import plan_size
+
+    kwargs = {"client": client, "journal": journal, **options}
+    result = action(plan, apply=apply, **kwargs)
+    table(result, caption=caption or ("Applied" if apply else "Dry run: what Apply would do"))
+    if not apply and plan_size(plan):
+        apply_button(label, action, plan, apply=True, **kwargs)
+    return result
 
 
 def apply_button(

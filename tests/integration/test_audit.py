@@ -174,10 +174,10 @@ def test_hardening_override_removes_findings_and_rolls_back(
     assert "memory" not in settings["api"].get("deploy", {}).get("resources", {}).get(
         "limits", {})  # api has its own limit
 
-    dry = audit.apply_hardening(plan, base_files=files, out_dir=out, apply=False)
+    dry = audit.apply_hardening(plan, base_files=files, journal=out, apply=False)
     assert set(dry["status"]) == {"planned"} and not (out / "hardening-journal.jsonl").exists()
 
-    done = audit.apply_hardening(plan, base_files=files, out_dir=out, apply=True,
+    done = audit.apply_hardening(plan, base_files=files, journal=out, apply=True,
                                  client=docker_client)
     assert done.set_index("service")["status"].to_dict() == {s: "hardened" for s in SERVICES}
     facts = od.inspect_facts(docker_client, project).set_index("service")
@@ -191,7 +191,7 @@ def test_hardening_override_removes_findings_and_rolls_back(
     assert set(_rows(after, project, "5.12")["severity"]) <= {"INFO"}
     assert _rows(after, project, "OPS-IMG-TAG")["service"].tolist() == ["web"]  # needs a tag
 
-    again = audit.apply_hardening(plan, base_files=files, out_dir=out, apply=True,
+    again = audit.apply_hardening(plan, base_files=files, journal=out, apply=True,
                                   client=docker_client)
     assert set(again["status"]) == {"already hardened"}  # resumed from the journal
 
@@ -200,7 +200,7 @@ def test_hardening_override_removes_findings_and_rolls_back(
     bad = audit.HardeningPlan(project, {"services": {"cache": bad_spec}},
                               plan.actions[plan.actions["service"] == "cache"], plan.skipped,
                               plan.seccomp_file)
-    rolled = audit.apply_hardening(bad, base_files=files, out_dir=out, apply=True,
+    rolled = audit.apply_hardening(bad, base_files=files, journal=out, apply=True,
                                    client=docker_client, timeout=60)
     row = rolled.set_index("service").loc["cache"]
     assert row["status"] == "rolled back" and "recreated from the base" in row["detail"]

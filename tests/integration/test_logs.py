@@ -227,7 +227,7 @@ def test_plan_apply_recreate_with_rotation_is_idempotent(
     plan = logs.plan_cleanup(disk, out_dir=out, override=override)
     assert plan["action"].tolist() == ["archive", "recreate-with-rotation"]
 
-    res = logs.apply_cleanup(plan, docker_client, out_dir=out, apply=True)
+    res = logs.apply_cleanup(plan, client=docker_client, journal=out, apply=True)
     assert res["status"].tolist() == ["done", "done", "verified"]
     assert res.iloc[1]["bytes_freed"] > 0
     new = _container(docker_client, project)
@@ -239,7 +239,7 @@ def test_plan_apply_recreate_with_rotation_is_idempotent(
     logs.verify_docker_logs(docker_client, new)
     assert new.logs(tail=1)  # docker logs reads the new log
 
-    again = logs.apply_cleanup(plan, docker_client, out_dir=out, apply=True)
+    again = logs.apply_cleanup(plan, client=docker_client, journal=out, apply=True)
     assert again["status"].tolist() == ["already done", "already done", "verified"]
     assert _container(docker_client, project).id == new.id
     assert len(list((out / "archive").rglob("*.gz"))) == 1
@@ -251,8 +251,8 @@ def test_plan_apply_recreate_with_rotation_is_idempotent(
 APPLY = """
 import sys
 from opslib import engine as od, logs
-logs.apply_cleanup(logs.load_plan(sys.argv[1]), od.connect(), out_dir=sys.argv[2], apply=True,
-                   compresslevel=9)
+logs.apply_cleanup(logs.load_plan(sys.argv[1]), client=od.connect(), journal=sys.argv[2],
+                   apply=True, compresslevel=9)
 """
 
 
@@ -308,7 +308,7 @@ def test_truncate_only_with_o_append_and_loses_no_line(
     plan = logs.plan_cleanup(logs.disk_report(docker_client, project), out_dir=out,
                              allow_truncate=True)
     assert plan["action"].tolist() == ["archive", "truncate"]
-    res = logs.apply_cleanup(plan, docker_client, out_dir=out, apply=True)
+    res = logs.apply_cleanup(plan, client=docker_client, journal=out, apply=True)
     assert res["status"].tolist() == ["done", "done", "verified"]
     assert res.iloc[1]["bytes_freed"] > 0
     assert _container(docker_client, project).id == c.id  # no restart

@@ -219,7 +219,7 @@ def test_generated_override_passes_compose_config(tmp_path: Path) -> None:
                            str(plan.override_path), "config", "--quiet"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    dry = res.apply_limits(None, plan)
+    dry = res.apply_limits(plan)
     assert set(dry["status"]) == {"dry run"}
     assert not plan.journal_path.exists()  # a dry run journals nothing
 
@@ -299,7 +299,8 @@ def test_apply_sets_limits_and_keeps_services_healthy(
     assert plan.services == ["app", "hog"]
     assert plan.entries["hog"]["memory_limit"] >= 64 * MIB  # 48 MiB × 1.5 -> 80M
 
-    result = res.apply_limits(docker_client, plan, apply=True, timeout_s=90).set_index("service")
+    result = res.apply_limits(plan, client=docker_client, apply=True,
+                              timeout_s=90).set_index("service")
     assert set(result["status"]) == {"applied"}, result["detail"].to_dict()
     facts = _facts(docker_client, project)
     for svc in ("app", "hog"):
@@ -316,7 +317,7 @@ def test_apply_sets_limits_and_keeps_services_healthy(
     assert set(yaml.safe_load(plan.override_path.read_text())["services"]) == {"app", "hog"}
     # rerunning the same plan resumes: nothing is recreated
     ids = {c.name: c.id for c in od.project_containers(docker_client, project)}
-    again = res.apply_limits(docker_client, plan, apply=True, timeout_s=90)
+    again = res.apply_limits(plan, client=docker_client, apply=True, timeout_s=90)
     assert set(again["status"]) == {"already applied"}
     assert {c.name: c.id for c in od.project_containers(docker_client, project)} == ids
 
@@ -332,7 +333,8 @@ def test_too_small_memory_limit_is_rolled_back(
                                                                                     8 * MIB]
     plan = res.plan_limits(recs, state, project=project, compose_file=base,
                            out_dir=tmp_path / "run", services=["hog", "app"])
-    result = res.apply_limits(docker_client, plan, apply=True, timeout_s=60).set_index("service")
+    result = res.apply_limits(plan, client=docker_client, apply=True,
+                              timeout_s=60).set_index("service")
     assert result.loc["hog", "status"] == "rolled back", result.loc["hog", "detail"]
     assert "OOM" in result.loc["hog", "detail"] or "exited" in result.loc["hog", "detail"]
     assert result.loc["app", "status"] == "applied"

@@ -439,7 +439,7 @@ def test_apply_archive_compress_delete_and_journal_resume(tmp_path: Path) -> Non
                              retention_days=14)
     assert plan["action"].tolist() == ["archive", "compress-rotated", "delete-archive"]
 
-    dry = logs.apply_cleanup(plan, None, out_dir=out, apply=False)
+    dry = logs.apply_cleanup(plan, journal=out, apply=False)
     assert set(dry["status"]) == {"dry-run"} and not (out / "archive").exists()
 
     # A crash mid-archive: a torn .part file and a journal that says "start" only.
@@ -449,7 +449,7 @@ def test_apply_archive_compress_delete_and_journal_resume(tmp_path: Path) -> Non
     journal = out / "log-cleanup-journal.jsonl"
     journal.write_text(json.dumps({"id": plan.iloc[0]["id"], "event": "start"}) + "\n{\"torn")
 
-    res = logs.apply_cleanup(plan, None, out_dir=out, apply=True)
+    res = logs.apply_cleanup(plan, journal=out, apply=True)
     assert res["status"].tolist() == ["done", "done", "done"]
     assert archived_lines(out / "archive") == live.read_bytes().splitlines(keepends=True)
     assert not host_rot.exists()
@@ -459,7 +459,7 @@ def test_apply_archive_compress_delete_and_journal_resume(tmp_path: Path) -> Non
     assert res.iloc[2]["bytes_freed"] > 0
 
     # Rerun of the same plan: nothing redone.
-    again = logs.apply_cleanup(plan, None, out_dir=out, apply=True)
+    again = logs.apply_cleanup(plan, journal=out, apply=True)
     assert again["status"].tolist() == ["already done"] * 3
     assert len(list((out / "archive").rglob("*.gz"))) == 1
 
@@ -471,7 +471,7 @@ def test_apply_archive_compress_delete_and_journal_resume(tmp_path: Path) -> Non
                                                   cid="c1")]),
                               out_dir=tmp_path / "run2", recreate=False)
     assert plan2.iloc[0]["bytes"] < 300 * 200  # only the new part
-    logs.apply_cleanup(plan2, None, out_dir=tmp_path / "run2", apply=True)
+    logs.apply_cleanup(plan2, journal=tmp_path / "run2", apply=True)
     assert archived_lines(tmp_path) == live.read_bytes().splitlines(keepends=True)
     events = [e["event"] for e in logs.read_journal(journal)]
     assert events.count("done") == 3 and "start" in events
@@ -487,7 +487,7 @@ def test_apply_detects_a_corrupt_archive(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(logs, "_gz_digest", bad_digest)
     with pytest.raises(VerificationFailed):
-        logs.apply_cleanup(plan, None, out_dir=tmp_path / "run", apply=True)
+        logs.apply_cleanup(plan, journal=tmp_path / "run", apply=True)
     assert not list((tmp_path / "run" / "archive").rglob("*.gz"))
     events = logs.read_journal(tmp_path / "run" / "log-cleanup-journal.jsonl")
     assert [e["event"] for e in events] == ["start", "failed"]
@@ -497,7 +497,7 @@ APPLY_SCRIPT = """
 import sys
 from opslib import logs
 plan = logs.load_plan(sys.argv[1])
-logs.apply_cleanup(plan, None, out_dir=sys.argv[2], apply=True, compresslevel=9)
+logs.apply_cleanup(plan, journal=sys.argv[2], apply=True, compresslevel=9)
 """
 
 
