@@ -9,14 +9,17 @@ A ``log`` value without a trailing newline is a *partial* entry: Docker splits l
 line. This module reads such files (plain or gzip-compressed rotated files) in bounded batches of
 raw bytes. Line boundaries and the envelope's fields are found on each batch's bytes, and the
 ``time``, ``stream`` and ``log`` columns are arrow string *views* into that buffer (no copy, no
-per-line Python objects; the log text stays JSON-escaped, which is all the classification
-needs); only lines without the json-file shape are checked one by one.
+per-line Python objects; the log text stays JSON-escaped as dockerd wrote it, with ``<``, ``>``
+and ``&`` as ``\\u003c``, ``\\u003e``, ``\\u0026``); only lines without the json-file shape are
+checked one by one.
 
 :func:`analyse_files` reduces each batch in a worker thread while the next ones are read: the
-per-line work is finding the JSON fields (level, status, message); lines are then grouped by
-minute, level, status and message with its digits zeroed, and everything else (plain-text
-keywords, unescaping, masking numbers, hex ids, UUIDs, IPs and timestamps) runs on the distinct
-groups of many batches. Partial entries are joined in file order. Nothing per line is kept across
+per-line work is finding the JSON fields (level, status, message) and decoding the message as a
+JSON decoder does (the envelope's escapes, then those of an inner JSON string; only values that
+hold a backslash need it); lines are then grouped by minute, level, status and message with its
+digits zeroed (never inside an escape: it is decoded by then), and everything else (plain-text
+keywords, masking numbers, hex ids, UUIDs, IPs and timestamps) runs on the distinct groups of
+many batches. Partial entries are joined in file order. Nothing per line is kept across
 batches, so memory stays bounded by the batch size whatever the file size.
 
 The per-line work has two implementations with the same results: a small C scanner
@@ -529,11 +532,11 @@ _FIELD_COLUMNS = ["_lv", "_status", "message", "key", "_kw"]
 def _scan_fields(scanner: _native.Scanner, b: _Buf, log_s: np.ndarray, log_e: np.ndarray
                  ) -> pl.DataFrame:
     """What :func:`_aggregate` needs of each line, found by the native scanner in one pass:
-    the raw ``_lv`` and ``_status`` fields, the ``message`` (cut short, still escaped), its
+    the raw ``_lv`` and ``_status`` fields, the ``message`` (decoded, cut short), its
     grouping ``key`` (digits zeroed) and ``_kw``, whether the line's level must come from
     keywords of the whole line (JSON without level or status, or plain text longer than a
-    message). The same values as the regexes of :func:`_json_fields` and :func:`_text_fields`
-    followed by :func:`_short_col` and :func:`_zero_digits`."""
+    message). The same values as the regexes and decoding of :func:`_json_fields` and
+    :func:`_text_fields` followed by :func:`_short_col` and :func:`_zero_digits`."""
     found = scanner.scan(b.u1, log_s, log_e, _MESSAGE_CHARS)
     return pl.DataFrame([
         b.column(found.views[0], found.valid[0]).alias("_lv"),
@@ -1125,8 +1128,8 @@ class LogAnalysis:
 class _BatchAgg:
     lines: int  # lines inside the time window
     # minute (string), raw JSON level and status fields (_lv, _status), level (only for lines
-    # classified by keywords per line, else null), key (message with digits zeroed, still
-    # escaped) -> count, bytes, example; None when no line is in the window
+    # classified by keywords per line, else null), key (decoded message with digits zeroed)
+    # -> count, bytes, example; None when no line is in the window
     groups: pl.DataFrame | None
 
 
@@ -1140,11 +1143,11 @@ def _aggregate(lines: pl.DataFrame, since: str | None = None) -> _BatchAgg:
 
     Lines are grouped by minute, raw level and status fields and message *before* anything else
     is done per message: the message's grouping key has its digits zeroed (one numpy pass;
-    shapes such as timestamps and IPs survive). Only JSON fields are extracted per line (by the
-    native scanner when ``lines`` carries its columns, else with regexes); levels and status
-    classes are mapped on the distinct groups, and the keywords of plain-text lines, unescaping
-    and masking run later on the distinct keys of many batches (see
-    :meth:`_Accumulator.compact`).
+    shapes such as timestamps and IPs survive). Only JSON fields are extracted and messages
+    decoded per line (by the native scanner when ``lines`` carries its columns, else with
+    regexes and :func:`_json_unescape`); levels and status classes are mapped on the distinct
+    groups, and the keywords of plain-text lines and masking run later on the distinct keys of
+    many batches (see :meth:`_Accumulator.compact`).
     """
     q = _agg_exprs()
     scanned = "_kw" in lines.columns
@@ -1238,7 +1241,7 @@ class _Accumulator:
 
     def compact(self) -> None:
         """Fold the pending groups into the minute cube and the masked messages: keywords of
-        plain-text keys, unescaping and masking run once per distinct key here."""
+        plain-text keys and masking run once per distinct key here."""
         if not self.pending:
             return
         q = _agg_exprs()
