@@ -269,7 +269,7 @@ def scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     elif _native.scanner() is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("CI=true but the native log scanner cannot be built (is cc installed?)")
-        pytest.skip("no C compiler: the native log scanner is not built")
+        pytest.skip(_native.describe())
     return str(request.param)
 
 
