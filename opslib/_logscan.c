@@ -3,21 +3,30 @@
  *
  * Input: a batch of Docker json-file lines and, per line, the span [start, end) of its "log"
  * value, still JSON-escaped (an inner JSON quote reads \" there, a quote inside an inner string
- * \\\"). In lines starting with "{", it finds:
+ * \\\"; dockerd also writes <, > and & as \u003c, \u003e, \u0026). In lines starting with
+ * "{", it finds:
  *
  *   level    the first match of  (?:level|severity)\" ?: ?\"([A-Za-z]+)
  *   status   the first match of  status\" ?: ?(?:\")?([1-5][0-9][0-9])\b
- *   message  the first match of  (?:msg|message)\" ?: ?\"((?:[^\\]|\\\\\\")*)
+ *   message  the first match of  (?:msg|message)\" ?: ?\"(VALUE)
  *   method   the first match of  method\" ?: ?\"([A-Z]+)
- *   uri      the first match of  (?:uri|path)\" ?: ?\"((?:[^\\]|\\\\\\")*)
+ *   uri      the first match of  (?:uri|path)\" ?: ?\"(VALUE)
+ *
+ * where VALUE, (?:[^\\]|\\[^"\\]|\\\\(?:[^\\]|\\.))*, is an inner JSON string up to its
+ * closing quote, read token by token: a character, an escape of the envelope other than \" and
+ * \\ (\n, \u003c, ...), or an escaped backslash with the (escaped) character after it.
  *
  * A line's message is its message field, else "METHOD uri" (either may be missing), else the
- * line itself without a trailing \n; a line not starting with "{" is its own message, without a
- * trailing \n and then without a trailing \r.
+ * line itself without a trailing newline; a line not starting with "{" is its own message,
+ * without a trailing newline and then without a trailing carriage return. Messages are decoded
+ * as a JSON decoder does (see unescape(): the envelope's escapes, and for the message and uri
+ * fields those of the inner JSON string too) before they are cut to max_chars characters and
+ * their digits are zeroed, so the grouping key never touches the inside of an escape.
  *
  * These are exactly the regexes of opslib.logparse._field_patterns(escaped=True) (leftmost
- * match, as the regex engine finds it); the fields are only looked for in lines starting with
- * "{". tests/unit/test_logs.py checks that both give the same analysis.
+ * match, as the regex engine finds it) and the decoding of opslib.logparse._json_unescape; the
+ * fields are only looked for in lines starting with "{". tests/unit/test_logs.py checks that
+ * both give the same analysis.
  *
  * Plain C99, no Python API: loaded with ctypes, which releases the GIL during the call.
  */
@@ -63,18 +72,118 @@ static int64_t after_colon(const uint8_t *buf, int64_t p, int64_t end, int want_
     return p;
 }
 
-/* End of an inner string value: any byte but a backslash, or the escaped quote \\\" . */
+/* End of an inner string value (VALUE above): characters, envelope escapes other than \" and
+ * \\, and escaped backslashes with the escaped character after them; it ends at the closing \"
+ * (or where the tokens stop matching). */
 static int64_t string_end(const uint8_t *buf, int64_t p, int64_t end) {
     for (;;) {
         const uint8_t *bs = memchr(buf + p, '\\', (size_t)(end - p));
         if (bs == NULL) return end;
         p = bs - buf;
-        if (p + 4 <= end && buf[p + 1] == '\\' && buf[p + 2] == '\\' && buf[p + 3] == '"') {
-            p += 4;
-        } else {
+        if (p + 1 >= end || buf[p + 1] == '"') return p;
+        if (buf[p + 1] != '\\') {
+            p += 2; /* \n, \u..., \/: one character of the value */
+        } else if (p + 2 >= end) {
             return p;
+        } else if (buf[p + 2] != '\\') {
+            p += 3; /* an escaped backslash, then a plain character */
+        } else if (p + 3 >= end) {
+            return p;
+        } else {
+            p += 4; /* an escaped backslash, then an escape of the envelope */
         }
     }
+}
+
+static int hex_digit(uint8_t c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    c |= 32;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+/* The code unit of \uXXXX at in[p] (p at the backslash), or -1. */
+static int32_t hex4(const uint8_t *in, int64_t p, int64_t e) {
+    if (p + 6 > e || in[p] != '\\' || in[p + 1] != 'u') return -1;
+    int32_t v = 0;
+    for (int k = 2; k < 6; k++) {
+        int d = hex_digit(in[p + k]);
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+static int64_t put_utf8(uint8_t *out, int64_t at, uint32_t cp) {
+    if (cp < 0x80) {
+        out[at++] = (uint8_t)cp;
+    } else if (cp < 0x800) {
+        out[at++] = (uint8_t)(0xC0 | (cp >> 6));
+        out[at++] = (uint8_t)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        out[at++] = (uint8_t)(0xE0 | (cp >> 12));
+        out[at++] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
+        out[at++] = (uint8_t)(0x80 | (cp & 0x3F));
+    } else {
+        out[at++] = (uint8_t)(0xF0 | (cp >> 18));
+        out[at++] = (uint8_t)(0x80 | ((cp >> 12) & 0x3F));
+        out[at++] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
+        out[at++] = (uint8_t)(0x80 | (cp & 0x3F));
+    }
+    return at;
+}
+
+/* Decode the JSON string escapes of in[p:e) into out[at:], as a JSON decoder does: \" \\ \/ \b
+ * \f \n \r \t, \uXXXX (a surrogate pair as one character, a lone surrogate as U+FFFD); a
+ * backslash starting no valid escape is kept as it is. The output is never longer than the
+ * input, so out may be in itself at or before p. Returns the end of the output. */
+static int64_t unescape(const uint8_t *in, int64_t p, int64_t e, uint8_t *out, int64_t at) {
+    while (p < e) {
+        const uint8_t *bs = memchr(in + p, '\\', (size_t)(e - p));
+        int64_t q = bs ? bs - in : e;
+        if (q > p) {
+            if (out + at != in + p) memmove(out + at, in + p, (size_t)(q - p));
+            at += q - p;
+            p = q;
+        }
+        if (p >= e) break;
+        uint8_t c = p + 1 < e ? in[p + 1] : 0;
+        int32_t u;
+        switch (c) {
+        case '"': case '\\': case '/': out[at++] = c; p += 2; continue;
+        case 'b': out[at++] = 8; p += 2; continue;
+        case 'f': out[at++] = 12; p += 2; continue;
+        case 'n': out[at++] = 10; p += 2; continue;
+        case 'r': out[at++] = 13; p += 2; continue;
+        case 't': out[at++] = 9; p += 2; continue;
+        case 'u':
+            u = hex4(in, p, e);
+            if (u >= 0) {
+                int32_t lo;
+                if (u >= 0xD800 && u <= 0xDBFF && (lo = hex4(in, p + 6, e)) >= 0xDC00 && lo <= 0xDFFF) {
+                    at = put_utf8(out, at, 0x10000 + (((uint32_t)u - 0xD800) << 10) + ((uint32_t)lo - 0xDC00));
+                    p += 12;
+                } else {
+                    at = put_utf8(out, at, (u >= 0xD800 && u <= 0xDFFF) ? 0xFFFD : (uint32_t)u);
+                    p += 6;
+                }
+                continue;
+            }
+            break;
+        default:
+            break;
+        }
+        out[at++] = '\\'; /* not an escape: kept */
+        p += 1;
+    }
+    return at;
+}
+
+/* Decode a value into msg[at:]: the envelope's escapes, then (twice) those of the inner JSON
+ * string. Returns the end of the output. */
+static int64_t put_value(const uint8_t *buf, int64_t p, int64_t e, uint8_t *msg, int64_t at, int twice) {
+    int64_t end = unescape(buf, p, e, msg, at);
+    return twice ? unescape(msg, at, end, msg, at) : end;
 }
 
 static int64_t letters_end(const uint8_t *buf, int64_t p, int64_t end, int upper_only) {
@@ -133,22 +242,26 @@ static void at_quote(const uint8_t *buf, int64_t s, int64_t e, int64_t q, int64_
     }
 }
 
-static int64_t strip(const uint8_t *buf, int64_t s, int64_t e, char c) {
-    return (e - s >= 2 && buf[e - 2] == '\\' && buf[e - 1] == (uint8_t)c) ? e - 2 : e;
+/* msg[from:at) without a trailing newline, then (text) without a trailing carriage return. */
+static int64_t strip(const uint8_t *msg, int64_t from, int64_t at, int text) {
+    if (at > from && msg[at - 1] == '\n') at--;
+    if (text && at > from && msg[at - 1] == '\r') at--;
+    return at;
 }
 
-/* Append at most *left more characters (UTF-8 code points) of buf[p:e) to msg and, with its
- * ASCII digits made 0, to key. */
-static int64_t put(const uint8_t *buf, int64_t p, int64_t e, uint8_t *msg, uint8_t *key, int64_t at,
-                   int64_t *left) {
-    for (; p < e; p++) {
-        uint8_t c = buf[p];
-        if ((c & 0xC0) != 0x80) { /* a character starts here */
-            if (*left == 0) break;
-            (*left)--;
+/* Cut msg[from:at) to max_chars characters (UTF-8 code points) and write it to key with its
+ * ASCII digits made 0. Returns the new end. */
+static int64_t finish(const uint8_t *msg, uint8_t *key, int64_t from, int64_t at, int64_t max_chars) {
+    if (at - from > max_chars) {
+        int64_t chars = 0, p = from;
+        for (; p < at; p++) {
+            if ((msg[p] & 0xC0) != 0x80 && chars++ == max_chars) break;
         }
-        msg[at] = c;
-        key[at++] = (c >= '0' && c <= '9') ? '0' : c;
+        at = p;
+    }
+    for (int64_t p = from; p < at; p++) {
+        uint8_t c = msg[p];
+        key[p] = (c >= '0' && c <= '9') ? '0' : c;
     }
     return at;
 }
@@ -156,9 +269,10 @@ static int64_t put(const uint8_t *buf, int64_t p, int64_t e, uint8_t *msg, uint8
 /* Scan n lines.
  *   views (2 x n x 16), valid (2 x n): the level and status fields as arrow string views into
  *       buf, and whether each was found
- *   offsets (n + 1), msg, key: each line's message cut to max_chars characters, and the same
- *       with its digits made 0, as arrow string arrays; msg and key must hold
- *       sum(ends - starts) + n bytes
+ *   offsets (n + 1), msg, key: each line's message, decoded and cut to max_chars characters,
+ *       and the same with its digits made 0, as arrow string arrays; msg and key must hold
+ *       sum(ends - starts) + n bytes (a decoded message is never longer than its escaped text,
+ *       "METHOD uri" one byte longer)
  *   kw (n): 1 where the level must come from keywords of the whole line (a JSON line without
  *       level or status, or a plain-text line longer than max_chars bytes)
  * Returns the bytes written to msg. */
@@ -168,14 +282,14 @@ int64_t opslib_scan_fields(const uint8_t *buf, const int64_t *starts, const int6
     int64_t at = 0;
     offsets[0] = 0;
     for (int64_t i = 0; i < n; i++) {
-        int64_t s = starts[i], e = ends[i], left = max_chars;
+        int64_t s = starts[i], e = ends[i], from = at;
         int64_t o[2 * NFIELDS];
         for (int f = 0; f < NFIELDS; f++) {
             o[2 * f] = 0;
             o[2 * f + 1] = -1;
         }
         if (e <= s || buf[s] != '{') {
-            at = put(buf, s, strip(buf, s, strip(buf, s, e, 'n'), 'r'), msg, key, at, &left);
+            at = strip(msg, from, put_value(buf, s, e, msg, at, 0), 1);
             kw[i] = e - s > max_chars;
         } else {
             int64_t p = s;
@@ -188,22 +302,21 @@ int64_t opslib_scan_fields(const uint8_t *buf, const int64_t *starts, const int6
                 if (o[2 * LV + 1] >= 0 && o[2 * ST + 1] >= 0 && o[2 * MSG + 1] >= 0) break;
             }
             if (o[2 * MSG + 1] >= 0) {
-                at = put(buf, o[2 * MSG], o[2 * MSG] + o[2 * MSG + 1], msg, key, at, &left);
+                at = put_value(buf, o[2 * MSG], o[2 * MSG] + o[2 * MSG + 1], msg, at, 1);
             } else if (o[2 * METHOD + 1] > 0 || o[2 * URI + 1] > 0) { /* "METHOD uri" */
-                if (o[2 * METHOD + 1] > 0)
-                    at = put(buf, o[2 * METHOD], o[2 * METHOD] + o[2 * METHOD + 1], msg, key, at, &left);
-                if (o[2 * METHOD + 1] > 0 && o[2 * URI + 1] >= 0 && left > 0) {
-                    left--;
-                    msg[at] = key[at] = ' ';
-                    at++;
+                if (o[2 * METHOD + 1] > 0) {
+                    memcpy(msg + at, buf + o[2 * METHOD], (size_t)o[2 * METHOD + 1]);
+                    at += o[2 * METHOD + 1];
                 }
+                if (o[2 * METHOD + 1] > 0 && o[2 * URI + 1] >= 0) msg[at++] = ' ';
                 if (o[2 * URI + 1] >= 0)
-                    at = put(buf, o[2 * URI], o[2 * URI] + o[2 * URI + 1], msg, key, at, &left);
+                    at = put_value(buf, o[2 * URI], o[2 * URI] + o[2 * URI + 1], msg, at, 1);
             } else {
-                at = put(buf, s, strip(buf, s, e, 'n'), msg, key, at, &left);
+                at = strip(msg, from, put_value(buf, s, e, msg, at, 0), 0);
             }
             kw[i] = o[2 * LV + 1] < 0 && o[2 * ST + 1] < 0;
         }
+        at = finish(msg, key, from, at, max_chars);
         for (int f = 0; f < 2; f++) {
             valid[f * n + i] = o[2 * f + 1] >= 0;
             put_view(views + 16 * (f * n + i), buf, o[2 * f], o[2 * f + 1] >= 0 ? o[2 * f + 1] : 0);

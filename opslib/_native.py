@@ -92,7 +92,7 @@ class Scanned(NamedTuple):
 
     views: np.ndarray  #: (2, n, 16) uint8: level and status fields as arrow string views
     valid: np.ndarray  #: (2, n) bool: whether each was found
-    message: pa.LargeStringArray  #: the message, cut to max_chars characters, still escaped
+    message: pa.LargeStringArray  #: the message, decoded and cut to max_chars characters
     key: pa.LargeStringArray  #: the message with its ASCII digits made 0 (the grouping key)
     keywords: np.ndarray  #: whether the line's level must come from keywords of the line
 

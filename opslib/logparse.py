@@ -9,14 +9,17 @@ A ``log`` value without a trailing newline is a *partial* entry: Docker splits l
 line. This module reads such files (plain or gzip-compressed rotated files) in bounded batches of
 raw bytes. Line boundaries and the envelope's fields are found on each batch's bytes, and the
 ``time``, ``stream`` and ``log`` columns are arrow string *views* into that buffer (no copy, no
-per-line Python objects; the log text stays JSON-escaped, which is all the classification
-needs); only lines without the json-file shape are checked one by one.
+per-line Python objects; the log text stays JSON-escaped as dockerd wrote it, with ``<``, ``>``
+and ``&`` as ``\\u003c``, ``\\u003e``, ``\\u0026``); only lines without the json-file shape are
+checked one by one.
 
 :func:`analyse_files` reduces each batch in a worker thread while the next ones are read: the
-per-line work is finding the JSON fields (level, status, message); lines are then grouped by
-minute, level, status and message with its digits zeroed, and everything else (plain-text
-keywords, unescaping, masking numbers, hex ids, UUIDs, IPs and timestamps) runs on the distinct
-groups of many batches. Partial entries are joined in file order. Nothing per line is kept across
+per-line work is finding the JSON fields (level, status, message) and decoding the message as a
+JSON decoder does (the envelope's escapes, then those of an inner JSON string; only values that
+hold a backslash need it); lines are then grouped by minute, level, status and message with its
+digits zeroed (never inside an escape: it is decoded by then), and everything else (plain-text
+keywords, masking numbers, hex ids, UUIDs, IPs and timestamps) runs on the distinct groups of
+many batches. Partial entries are joined in file order. Nothing per line is kept across
 batches, so memory stays bounded by the batch size whatever the file size.
 
 The per-line work has two implementations with the same results: a small C scanner
@@ -40,6 +43,7 @@ import gzip
 import io
 import json
 import os
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -96,9 +100,10 @@ def _field_patterns(escaped: bool) -> dict[str, str]:
     """
     if escaped:
         q = r'\\"'
-        # The inner string ends at the first lone \" (an inner escaped quote is \\\"); other
-        # inner escapes (\\n, \u...) end the captured text early, which is fine for messages.
-        val = r'((?:[^\\]|\\\\\\")*)'
+        # The inner string up to its closing \" (a lone quote of the log text), token by token:
+        # a character, an escape of the envelope other than \" and \\ (\n, \u003c, ...), or an
+        # escaped backslash with the escaped character after it (\\\" is an inner quote).
+        val = r'((?:[^\\]|\\[^"\\]|\\\\(?:[^\\]|\\.))*)'
     else:
         q = '"'
         val = r'((?:[^"\\]|\\.)*)"'
@@ -114,8 +119,6 @@ def _field_patterns(escaped: bool) -> dict[str, str]:
         # "method" also matches "request_method", "uri" also "request_uri".
         "method": key("method") + r'([A-Z]+)',
         "uri": key("uri|path") + val,
-        "newline": r"\n" if escaped else "\n",
-        "cr": r"\r" if escaped else "\r",
     }
 
 
@@ -124,9 +127,13 @@ _PATTERNS = {True: _field_patterns(True), False: _field_patterns(False)}
 _TEXT_ERROR_RE = (r"(?i)\b(?:error|err|fatal|panic|critical|crit|emerg|alert|exception|"
                   r"traceback|failed)\b")
 _TEXT_WARN_RE = r"(?i)\bwarn(?:ing)?\b"
-# Escapes of the json-file envelope undone in messages before they are grouped and shown.
-_UNESCAPE = ([r"\\", r"\"", r"\/", r"\u003c", r"\u003e", r"\u0026", r"\t"],
-             ["\\", '"', "/", "<", ">", "&", "\t"])
+# JSON string escapes, for :func:`_unescape_text`: a surrogate pair, any other \uXXXX, the rest.
+_ESCAPE_RE = re.compile(r'\\(?:u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})'
+                        r'|u([0-9a-fA-F]{4})|(["\\/bfnrt]))')
+_SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
+                   "t": "\t"}
+# Values with an escaped surrogate: polars' JSON decoder turns a lone one into a NUL.
+_SURROGATE_RE = r"\\u[dD][89a-fA-F]"
 
 _LEVEL_MAP = {
     "error": "error", "err": "error", "fatal": "error", "critical": "error", "crit": "error",
@@ -525,11 +532,11 @@ _FIELD_COLUMNS = ["_lv", "_status", "message", "key", "_kw"]
 def _scan_fields(scanner: _native.Scanner, b: _Buf, log_s: np.ndarray, log_e: np.ndarray
                  ) -> pl.DataFrame:
     """What :func:`_aggregate` needs of each line, found by the native scanner in one pass:
-    the raw ``_lv`` and ``_status`` fields, the ``message`` (cut short, still escaped), its
+    the raw ``_lv`` and ``_status`` fields, the ``message`` (decoded, cut short), its
     grouping ``key`` (digits zeroed) and ``_kw``, whether the line's level must come from
     keywords of the whole line (JSON without level or status, or plain text longer than a
-    message). The same values as the regexes of :func:`_json_fields` and :func:`_text_fields`
-    followed by :func:`_short_col` and :func:`_zero_digits`."""
+    message). The same values as the regexes and decoding of :func:`_json_fields` and
+    :func:`_text_fields` followed by :func:`_short_col` and :func:`_zero_digits`."""
     found = scanner.scan(b.u1, log_s, log_e, _MESSAGE_CHARS)
     return pl.DataFrame([
         b.column(found.views[0], found.valid[0]).alias("_lv"),
@@ -759,26 +766,56 @@ def unescape(escaped: pl.Series) -> pl.Series:
         escaped: Values without their surrounding quotes.
 
     Returns:
-        The text (a value that is not valid JSON is decoded line by line, best effort).
+        The text, as a JSON decoder gives it (see :func:`_json_unescape`).
     """
-    quoted = pl.concat_str([pl.lit('"'), pl.col("v"), pl.lit('"')])
-    frame = pl.DataFrame({"v": escaped})
-    try:
-        return frame.select(quoted.str.json_decode(pl.String)).to_series().alias(escaped.name)
-    except pl.exceptions.ComputeError:
-        return pl.Series(escaped.name, [_unescape_one(v) for v in escaped.to_list()],
-                         dtype=pl.String)
+    return _json_unescape(escaped)
 
 
-def _unescape_one(value: str | None) -> str | None:
+def _json_unescape(values: pl.Series, times: int = 1) -> pl.Series:
+    """Decode the JSON string escapes of string values ``times`` times (0: as they are).
+
+    The same decoding as ``unescape()`` of ``_logscan.c`` and a JSON decoder: ``\\"``, ``\\\\``,
+    ``\\/``, ``\\b``, ``\\f``, ``\\n``, ``\\r``, ``\\t``, ``\\uXXXX`` (a surrogate pair as one
+    character, a lone surrogate as U+FFFD); a backslash that starts no valid escape is kept.
+    Only values holding a backslash are touched, with polars' JSON decoder where it applies
+    (valid JSON string content without escaped surrogates), else one by one in Python.
+    """
+    for _ in range(times):
+        has = values.str.contains("\\", literal=True).fill_null(False)
+        hits = int(has.sum())
+        if not hits:
+            break
+        idx = has.arg_true()
+        some = values if hits == len(values) else values.gather(idx)
+        decoded = None
+        if not some.str.contains(_SURROGATE_RE).any():
+            quoted = pl.concat_str([pl.lit('"'), pl.col("v"), pl.lit('"')])
+            try:
+                decoded = pl.DataFrame({"v": some}).select(quoted.str.json_decode(pl.String)
+                                                           ).to_series()
+            except pl.exceptions.ComputeError:  # not valid JSON string content
+                decoded = None
+        if decoded is None:
+            decoded = pl.Series([_unescape_text(v) for v in some.to_list()], dtype=pl.String)
+        decoded = decoded.alias(values.name)
+        values = decoded if hits == len(values) else values.clone().scatter(idx, decoded)
+    return values
+
+
+def _unescape_text(value: str | None) -> str | None:
+    """One value decoded as :func:`_json_unescape` does, in Python."""
     if value is None:
         return None
-    try:
-        return str(json.loads('"' + value + '"'))
-    except ValueError:
-        for a, b in zip(*_UNESCAPE, strict=True):
-            value = value.replace(a, b)
-        return value.replace(r"\n", "\n")
+
+    def one(m: re.Match[str]) -> str:
+        if m[1]:
+            return chr(0x10000 + ((int(m[1], 16) - 0xD800) << 10) + int(m[2], 16) - 0xDC00)
+        if m[3]:
+            u = int(m[3], 16)
+            return "\ufffd" if 0xD800 <= u <= 0xDFFF else chr(u)
+        return _SIMPLE_ESCAPES[m[4]]
+
+    return _ESCAPE_RE.sub(one, value)
 
 
 def _empty_entries() -> pl.DataFrame:
@@ -850,26 +887,8 @@ def _text_level(col: pl.Expr) -> pl.Expr:
 
 def _only(cond: pl.Expr, value: pl.Expr) -> pl.Expr:
     """``value`` where ``cond``, else null (for small frames: string kernels still run on
-    every row, see :func:`_on_rows`)."""
+    every row)."""
     return pl.when(cond).then(value)
-
-
-def _on_rows(df: pl.DataFrame, mask: pl.Series, expr: pl.Expr) -> pl.Series:
-    """``expr`` evaluated on the rows of ``df`` where ``mask`` holds, null elsewhere.
-
-    The rows are gathered first, so a regex runs on those rows only: ``when/then`` would still
-    run string kernels over every row and drop the results afterwards.
-    """
-    hits = int(mask.sum())
-    if hits == df.height:
-        return df.select(expr).to_series()
-    if hits == 0:
-        empty = df.head(0).select(expr).to_series()
-        return pl.repeat(None, df.height, dtype=empty.dtype, eager=True).alias(empty.name)
-    idx = mask.arg_true()
-    values = df[idx].select(expr).to_series()
-    return (pl.repeat(None, df.height, dtype=values.dtype, eager=True).alias(values.name)
-            .scatter(idx, values))
 
 
 def _split(df: pl.DataFrame, mask: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -889,30 +908,54 @@ def _json_fields(js: pl.DataFrame, escaped: bool, *, per_line: bool = True) -> p
     and ``level`` only for lines with neither field (keywords): the caller maps the raw fields
     on distinct values (:func:`_json_level`).
 
-    Each regex runs only where it is needed (see :func:`_on_rows`): ``METHOD uri`` only on
-    lines without a message, keywords only on lines with neither a level nor a status.
+    Each regex runs only where it is needed: ``METHOD uri`` only on lines without a message,
+    keywords only on lines with neither a level nor a status. String values (message, uri)
+    are decoded as a JSON decoder does: the envelope's escapes, then the inner string's.
     """
     pat = _PATTERNS[escaped]
     log = pl.col("log")
+    inner = 2 if escaped else 1  # escapes of the envelope, then of the inner JSON string
     f = js.with_columns(_lv=log.str.extract(pat["level"], 1),
                         _status=log.str.extract(pat["status"], 1),
                         message=log.str.extract(pat["msg"], 1))
+    f = f.with_columns(_json_unescape(f["message"], inner))
     if f["message"].null_count():
-        mu = pl.concat_str([log.str.extract(pat["method"], 1), log.str.extract(pat["uri"], 1)],
-                           separator=" ", ignore_nulls=True)
+        missing = f["message"].is_null()
+        rest = f.filter(missing)["log"]
+        named = pl.DataFrame({
+            "method": rest.str.extract(pat["method"], 1),
+            "uri": _json_unescape(rest.str.extract(pat["uri"], 1), inner),
+            "line": _json_unescape(rest, inner - 1).str.strip_suffix("\n"),
+        })
+        mu = pl.concat_str([pl.col("method"), pl.col("uri")], separator=" ", ignore_nulls=True)
         # Without method and uri either, the line itself is the message.
-        unnamed = pl.when(mu != "").then(mu).otherwise(log.str.strip_suffix(pat["newline"]))
-        f = f.with_columns(message=pl.coalesce(
-            "message", _on_rows(f, f["message"].is_null(), unnamed.alias("message"))))
+        unnamed = named.select(pl.when(mu != "").then(mu).otherwise(pl.col("line"))).to_series()
+        f = f.with_columns(f["message"].clone().scatter(missing.arg_true(), unnamed))
     if not per_line:
         unknown = f["_lv"].is_null() & f["_status"].is_null()
-        return f.with_columns(_on_rows(f, unknown, _text_level(log).alias("level")))
+        return f.with_columns(_keyword_level(f, unknown, escaped))
     level = _json_level(named_only=not f["_lv"].null_count())
     f = f.with_columns(level=level, status_class=_status_class())
     if f["level"].null_count():  # neither level nor status: keywords of the whole line
         f = f.with_columns(level=pl.coalesce(
-            "level", _on_rows(f, f["level"].is_null(), _text_level(log).alias("level"))))
+            "level", _keyword_level(f, f["level"].is_null(), escaped)))
     return f.drop("_lv", "_status")
+
+
+def _keyword_level(df: pl.DataFrame, mask: pl.Series, escaped: bool) -> pl.Series:
+    """``level`` from keywords of the whole line (decoded first when ``escaped``) where
+    ``mask`` holds, null elsewhere."""
+    hits = int(mask.sum())
+    nulls = pl.repeat(None, df.height, dtype=pl.String, eager=True).alias("level")
+    if not hits:
+        return nulls
+    idx = mask.arg_true()
+    log = df["log"] if hits == df.height else df["log"].gather(idx)
+    if escaped:
+        log = _json_unescape(log)
+    levels = pl.DataFrame({"log": log}).select(_text_level(pl.col("log")).alias("level")
+                                               ).to_series()
+    return levels if hits == df.height else nulls.scatter(idx, levels)
 
 
 @functools.cache
@@ -940,15 +983,13 @@ def _text_fields(tx: pl.DataFrame, escaped: bool, *, defer: bool) -> pl.DataFram
     length) to plain-text lines. With ``defer``, ``level`` is only set on lines longer than a
     message (the others are their own message, whose level the caller finds on the distinct
     messages: same text, same keywords)."""
-    pat = _PATTERNS[escaped]
-    log = pl.col("log")
-    level: pl.Expr | pl.Series = _text_level(log)
-    if defer:
-        long = tx["log"].str.len_bytes() > _MESSAGE_CHARS
-        level = _on_rows(tx, long, _text_level(log).alias("level"))
+    every = pl.repeat(True, tx.height, eager=True)
+    level = _keyword_level(tx, tx["log"].str.len_bytes() > _MESSAGE_CHARS if defer else every,
+                           escaped)
+    message = _json_unescape(tx["log"], 1 if escaped else 0)
     return tx.with_columns(
         level=level, status_class=pl.lit(None, pl.String),
-        message=log.str.strip_suffix(pat["newline"]).str.strip_suffix(pat["cr"]))
+        message=message.str.strip_suffix("\n").str.strip_suffix("\r"))
 
 
 def classify(lines: pl.DataFrame, *, escaped: bool = False) -> pl.DataFrame:
@@ -1087,8 +1128,8 @@ class LogAnalysis:
 class _BatchAgg:
     lines: int  # lines inside the time window
     # minute (string), raw JSON level and status fields (_lv, _status), level (only for lines
-    # classified by keywords per line, else null), key (message with digits zeroed, still
-    # escaped) -> count, bytes, example; None when no line is in the window
+    # classified by keywords per line, else null), key (decoded message with digits zeroed)
+    # -> count, bytes, example; None when no line is in the window
     groups: pl.DataFrame | None
 
 
@@ -1102,11 +1143,11 @@ def _aggregate(lines: pl.DataFrame, since: str | None = None) -> _BatchAgg:
 
     Lines are grouped by minute, raw level and status fields and message *before* anything else
     is done per message: the message's grouping key has its digits zeroed (one numpy pass;
-    shapes such as timestamps and IPs survive). Only JSON fields are extracted per line (by the
-    native scanner when ``lines`` carries its columns, else with regexes); levels and status
-    classes are mapped on the distinct groups, and the keywords of plain-text lines, unescaping
-    and masking run later on the distinct keys of many batches (see
-    :meth:`_Accumulator.compact`).
+    shapes such as timestamps and IPs survive). Only JSON fields are extracted and messages
+    decoded per line (by the native scanner when ``lines`` carries its columns, else with
+    regexes and :func:`_json_unescape`); levels and status classes are mapped on the distinct
+    groups, and the keywords of plain-text lines and masking run later on the distinct keys of
+    many batches (see :meth:`_Accumulator.compact`).
     """
     q = _agg_exprs()
     scanned = "_kw" in lines.columns
@@ -1114,8 +1155,7 @@ def _aggregate(lines: pl.DataFrame, since: str | None = None) -> _BatchAgg:
     if since is not None:  # only lines at or after this time (YYYY-MM-DDTHH:MM:SS)
         df = df.filter(pl.col("time").str.slice(0, 19) >= since)
     if scanned:
-        frames = [df.with_columns(_on_rows(df, df["_kw"], _text_level(pl.col("log"))
-                                           .alias("level")))] if df.height else []
+        frames = [df.with_columns(_keyword_level(df, df["_kw"], True))] if df.height else []
     else:
         js, tx = _split(df, df["log"].str.starts_with("{"))
         frames = ([_json_fields(js, True, per_line=False)] if js.height else []) + (
@@ -1147,10 +1187,6 @@ def _short_col(message: pl.Series) -> pl.Series:
 @functools.cache
 def _agg_exprs() -> dict[str, list[pl.Expr]]:
     """The expressions of :func:`_aggregate` and :class:`_Accumulator`, built once."""
-    # Undo the envelope's escapes, and those of JSON messages inside it (\\\" -> \" -> ").
-    def plain(c: str) -> pl.Expr:
-        return pl.col(c).str.replace_many(*_UNESCAPE).str.replace_many(*_UNESCAPE)
-
     level = pl.col("level")
     return {
         "minute_str": [pl.col("time").str.slice(0, 16).alias("minute")],
@@ -1167,7 +1203,7 @@ def _agg_exprs() -> dict[str, list[pl.Expr]]:
         "minute": [pl.col("minute").str.to_datetime("%Y-%m-%dT%H:%M", strict=False,
                                                     time_zone="UTC", time_unit="us")],
         "sums": [pl.col("count").sum(), pl.col("bytes").sum(), pl.col("example").first()],
-        "mask": [mask_messages(plain("key")).alias("masked"), plain("example").alias("example")],
+        "mask": [mask_messages(pl.col("key")).alias("masked"), pl.col("example")],
     }
 
 
@@ -1205,7 +1241,7 @@ class _Accumulator:
 
     def compact(self) -> None:
         """Fold the pending groups into the minute cube and the masked messages: keywords of
-        plain-text keys, unescaping and masking run once per distinct key here."""
+        plain-text keys and masking run once per distinct key here."""
         if not self.pending:
             return
         q = _agg_exprs()

@@ -9,8 +9,10 @@ the live log hold each line of each container exactly once.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -22,12 +24,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import logcorpus
 import papermill as pm
+import polars as pl
 import pytest
 import yaml
 
+from opslib import _native, logs
 from opslib import engine as od
-from opslib import logs
+from opslib.logparse import DockerLogReader, analyse_files, classify
 from opslib.redact import MASK, redact_text
 from opslib.report import results_from_notebook
 
@@ -210,6 +215,107 @@ def test_notebook_dry_run_on_shop(docker_client: Any, shop: str, tmp_path: Path)
     assert not (run / "log-cleanup-journal.jsonl").exists()  # a dry run applies nothing
     after = od.inspect_facts(docker_client, shop).set_index("container")["id"]
     assert after.reindex(before.index).equals(before)
+
+
+# --- JSON escapes, as dockerd itself writes them (issue #26) --------------------------------------
+
+# Prints the corpus: one "stream repeat base64" record per line of $CORPUS.
+PRINT_CORPUS = r"""
+while read -r stream repeat b64; do
+  line=$(printf '%s' "$b64" | base64 -d; printf x); line=${line%x}
+  for ((i = 0; i < repeat; i++)); do
+    if [ "$stream" = stderr ]; then printf '%s' "$line" >&2; else printf '%s' "$line"; fi
+  done
+done <<< "$CORPUS"
+"""
+
+
+@pytest.fixture(scope="module")
+def dockerd_corpus(docker_client: Any, test_labels: dict[str, str],
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A throwaway container (labelled as the one service of a compose project of its own)
+    prints the tricky corpus of tests/logcorpus.py to stdout and stderr; yields the project
+    and a copy of the json-file log dockerd wrote (read from the host path ``LogPath``)."""
+    records = logcorpus.corpus()
+    spec = "\n".join(f"{stream} {repeat} {base64.b64encode(text).decode()}"
+                      for stream, repeat, text in records)
+    project = f"opslib-test-logs-{uuid.uuid4().hex[:8]}"
+    labels = {**test_labels, od.PROJECT_LABEL: project, od.SERVICE_LABEL: "writer",
+              od.NUMBER_LABEL: "1"}
+    c = docker_client.containers.run(IMAGE, ["bash", "-c", PRINT_CORPUS], detach=True,
+                                     environment={"CORPUS": spec}, labels=labels,
+                                     name=f"{project}-writer-1", log_config={"type": "json-file"})
+    try:
+        assert c.wait(timeout=120)["StatusCode"] == 0, c.logs()[-2000:]
+        c.reload()
+        path = Path(c.attrs["LogPath"])
+        want = sum(repeat for _, repeat, _ in records)
+        deadline = time.monotonic() + 60
+        while len(logcorpus.reference_lines(path)) < want:  # the last entries may lag the exit
+            assert time.monotonic() < deadline, "dockerd never wrote the whole corpus"
+            time.sleep(0.2)
+        copy = tmp_path_factory.mktemp("dockerd") / "writer-json.log"
+        copy.write_bytes(path.read_bytes())
+        yield project, copy
+    finally:
+        c.remove(force=True, v=True)
+
+
+@pytest.fixture(params=["native", "numpy"])
+def scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both scanner paths (see the fixture of the same name in tests/unit/test_logs.py)."""
+    if request.param == "numpy":
+        monkeypatch.setattr(_native, "scanner", lambda: None)
+    elif _native.scanner() is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but the native log scanner cannot be built (is cc installed?)")
+        pytest.skip(_native.describe())
+    return str(request.param)
+
+
+def test_dockerd_written_corpus_matches_the_stdlib_json_decoder(
+        dockerd_corpus: tuple[str, Path], scanner: str) -> None:
+    _, path = dockerd_corpus
+    raw = path.read_bytes()
+    # What dockerd made of the corpus: Go's HTML-safe escapes, long lines in partial entries.
+    assert b"\\u003cimg src=x onerror=alert(document.domain)\\u003e boom" in raw
+    assert b"q=a\\u0026page=2" in raw and b"\\ufffd" in raw
+    ref = logcorpus.reference_lines(path)
+    assert len(ref) == sum(repeat for _, repeat, _ in logcorpus.corpus())
+    assert sum(x["entries"] > 1 for x in ref) == 2
+    for batch_bytes in (4096, 1 << 20):
+        got = pl.concat(list(DockerLogReader(path, batch_bytes=batch_bytes).batches())).sort("line")
+        assert got["log"].to_list() == [x["log"] for x in ref]
+        escaped = pl.concat(list(DockerLogReader(path, batch_bytes=batch_bytes, decode=False)
+                                 .batches())).sort("line")
+        c = classify(escaped, escaped=True).sort("line")
+        assert c.select("level", "status_class", "message").rows() == [
+            (x["level"], x["status_class"], x["message"]) for x in ref]
+        a = analyse_files([("writer", path)], batch_bytes=batch_bytes, top_n=500)
+        logcorpus.assert_matches(a, ref)
+        assert a.malformed_count == 0 and a.files["partial_entries"].item() >= 2
+
+
+def test_report_shows_escaped_messages_as_written(docker_client: Any,
+                                                  dockerd_corpus: tuple[str, Path],
+                                                  scanner: str) -> None:
+    """The log-cleanup runbook's path (disk report of the project, then analyse_logs): the top
+    messages read as the application printed them."""
+    project, copy = dockerd_corpus
+    disk = logs.disk_report(docker_client, project)
+    live = disk.files[disk.files["kind"] == "live"]
+    assert Path(live.iloc[0]["path"]).read_bytes() == copy.read_bytes()
+    a = logs.analyse_logs(disk, since_minutes=0, top_n=500)
+    logcorpus.assert_matches(a, logcorpus.reference_lines(copy))
+    top = {r["message"]: r for r in a.top_messages.iter_rows(named=True)}
+    img = top["<img src=x onerror=alert(document.domain)> boom"]
+    assert (img["level"], img["count"]) == ("error", 3000)
+    assert img["example"] == "<img src=x onerror=alert(document.domain)> boom"
+    assert top["upstream failed for /search?q=<v>&page=<v>"]["example"] == (
+        "upstream failed for /search?q=a&page=2")
+    assert top["<script>alert(<n>)</script> plain error"]["example"] == (
+        "<script>alert(4242)</script> plain error")
+    assert "" not in top
 
 
 # --- changing containers: throwaway projects ---------------------------------------------------

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import logcorpus
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -691,6 +692,93 @@ def test_analysis_matches_a_line_by_line_reference_for_any_batching(tmp_path: Pa
     assert all(r == results[0] for r in results[1:])
 
 
+# --- JSON escapes: messages as a JSON decoder reads them (issue #26) ---------------------------
+
+def _corpus_log(path: Path) -> Path:
+    """The tricky corpus of tests/logcorpus.py, encoded as dockerd encodes it."""
+    out: list[str] = []
+    for i, (stream, repeat, text) in enumerate(logcorpus.corpus()):
+        out += logcorpus.dockerd_entries(text, stream, ts(i)) * repeat
+    return write_log(path, out)
+
+
+@pytest.mark.parametrize("batch_bytes", [4096, 50_000, 4 << 20])
+def test_escaped_messages_match_the_json_decoder(tmp_path: Path, batch_bytes: int,
+                                                 scanner: str) -> None:
+    path = _corpus_log(tmp_path / "api-json.log")
+    raw = path.read_text()
+    assert "\\u003cimg src=x" in raw and "q=a\\u0026page=2" in raw  # as dockerd writes them
+    ref = logcorpus.reference_lines(path)
+    assert sum(x["entries"] > 1 for x in ref) == 2  # the long lines were split
+    # The reader's decoded text, line by line.
+    got = pl.concat(list(DockerLogReader(path, batch_bytes=batch_bytes).batches())).sort("line")
+    assert got["log"].to_list() == [x["log"] for x in ref]
+    # Level, status class and message of each line (the regex path, line by line).
+    escaped = pl.concat(list(DockerLogReader(path, batch_bytes=batch_bytes, decode=False)
+                             .batches())).sort("line")
+    c = classify(escaped, escaped=True).sort("line")
+    assert c.select("level", "status_class", "message").rows() == [
+        (x["level"], x["status_class"], x["message"]) for x in ref]
+    # And the aggregates of the whole analysis.
+    for workers in (0, 2):
+        a = analyse_files([("api", path)], batch_bytes=batch_bytes, workers=workers, top_n=500)
+        logcorpus.assert_matches(a, ref)
+
+
+def test_the_native_scanner_decodes_each_line_like_the_json_decoder(tmp_path: Path) -> None:
+    _require_native()
+    path = _corpus_log(tmp_path / "api-json.log")
+    ref = [x for x in logcorpus.reference_lines(path) if x["entries"] == 1]
+    data = path.read_bytes()
+    parsed = lp._parse_batch(data, len(data), 0, fields=True)
+    assert parsed.fields is not None and parsed.entries.height == data.count(b"\n")
+    rows = [x["first"] for x in ref]
+    messages = parsed.fields["message"].gather(rows).to_list()
+    assert messages == [x["message"] for x in ref]
+    assert parsed.fields["key"].gather(rows).to_list() == [
+        "".join("0" if ch in "0123456789" else ch for ch in x["message"]) for x in ref]
+    assert len(ref) > 3200 and any("🚀" in m for m in messages)
+
+
+def test_issue_26_examples_read_as_the_application_wrote_them(tmp_path: Path,
+                                                               scanner: str) -> None:
+    lines: list[str] = []
+    for i in range(3000):
+        lines += logcorpus.dockerd_entries((logcorpus.IMG + "\n").encode(), "stdout", ts(i / 100))
+    for i in range(200):
+        lines += logcorpus.dockerd_entries((logcorpus.SEARCH + "\n").encode(), "stdout", ts(i))
+    lines += logcorpus.dockerd_entries((logcorpus.SCRIPT + "\n").encode(), "stderr", ts(1))
+    path = write_log(tmp_path / "api-json.log", lines)
+    top = analyse_files([("api", path)]).top_messages
+    rows = {r["message"]: (r["level"], r["count"], r["example"]) for r in top.iter_rows(named=True)}
+    assert rows == {
+        "<img src=x onerror=alert(document.domain)> boom":
+            ("error", 3000, "<img src=x onerror=alert(document.domain)> boom"),
+        "upstream failed for /search?q=<v>&page=<v>":
+            ("error", 200, "upstream failed for /search?q=a&page=2"),
+        "<script>alert(<n>)</script> plain error":
+            ("error", 1, "<script>alert(4242)</script> plain error"),
+    }
+
+
+def test_json_unescape_decodes_like_the_json_decoder() -> None:
+    valid = ['\\u003cb\\u003e \\u0026amp;', 'say \\"hi\\" C:\\\\temp', '\\n\\t\\r\\b\\f\\/',
+             '\\ud83d\\ude80 \\uD834\\uDD1E', 'caf\\u00e9 日本', "no escape", "", '\\u0000']
+    got = lp._json_unescape(pl.Series(valid)).to_list()
+    assert got == [json.loads(f'"{v}"') for v in valid]
+    assert got[3] == "🚀 𝄞"
+    # Not JSON: lone surrogates become U+FFFD, a backslash that starts no escape stays.
+    odd = ['lone \\ud800 high', 'lone \\udc00', '\\ud800\\u0041', 'bad \\x and \\u12', 'end \\',
+           "raw\ttab \\u003c"]
+    want = ["lone \ufffd high", "lone \ufffd", "\ufffdA", "bad \\x and \\u12", "end \\",
+            "raw\ttab <"]
+    assert lp._json_unescape(pl.Series(odd)).to_list() == want
+    assert [lp._unescape_text(v) for v in valid + odd] == [*got, *want]
+    # Twice: the envelope, then the inner JSON string.
+    assert lp._json_unescape(pl.Series(['a \\\\\\"b\\\\\\" \\\\u00e9 \\u0026']), 2).to_list() == [
+        'a "b" é &']
+
+
 # --- the native scanner against the regexes ------------------------------------------------------
 
 _KEYS = ['"level"', '"severity"', '"loglevel"', '"status"', '"upstream_status"', '"msg"',
@@ -698,8 +786,12 @@ _KEYS = ['"level"', '"severity"', '"loglevel"', '"status"', '"upstream_status"',
 _SEPS = [":", " : ", ": ", ":  ", " :", ""]
 _VALUES = ['"info"', '"ERROR"', '"Warn"', '"informational"', '"GET"', '"get"', "200", '"404"',
            "5000", '"20x"', "503,", "301}", '"a\\"b"', '"a\\\\b"', '"tab\\t"', '"line\\n"',
-           '"é漢字 ✓"', '"' + "é" * 320 + '"', '""', '"\\""', '"order 12 at 10.0.0.7"', "null"]
-_OTHER = [", ", "{", "}", " ERROR ", "Traceback", "\\", '\\"', '"']
+           '"é漢字 ✓"', '"' + "é" * 320 + '"', '""', '"\\""', '"order 12 at 10.0.0.7"', "null",
+           # \u escapes of the application's JSON, and < > & (which dockerd escapes in turn)
+           '"\\u003cb\\u003e 4\\u00262"', '"caf\\u00e9 \\ud83d\\ude80 \\uD834\\uDD1E"',
+           '"lone \\ud800"', '"\\u12 bad \\x"', '"<img src=x> & 7"', '"q=a&page=2"',
+           '"\\\\u0041"', '"🚀 \\/ 𝄞"']
+_OTHER = [", ", "{", "}", " ERROR ", "Traceback", "\\", '\\"', '"', "<", "&", "\\u0026", "\\u00"]
 
 
 def _fuzz_lines(seed: int, count: int) -> list[str]:
@@ -725,9 +817,9 @@ def _fuzz_lines(seed: int, count: int) -> list[str]:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_native_scanner_finds_the_same_fields_as_the_regexes(seed: int) -> None:
     _require_native()
-    texts = _fuzz_lines(seed, 3000)
-    raw = "".join(json.dumps({"log": t, "stream": "stdout", "time": ts(i)}, ensure_ascii=False,
-                             separators=(",", ":")) + "\n" for i, t in enumerate(texts))
+    texts = _fuzz_lines(seed, 5000)
+    raw = "".join(logcorpus.dockerd_json(t, "stdout", ts(i))
+                  for i, t in enumerate(texts))  # as dockerd writes them: < > & as \u003c ...
     data = raw.encode()
     parsed = lp._parse_batch(data, len(data), 0, fields=True)
     assert parsed.fields is not None and parsed.fields.height == len(texts)
