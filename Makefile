@@ -23,7 +23,7 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q --require-hashes -r requirements.lock 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
-	$(BIN)/python -m opslib._native
+	$(BIN)/python -m opslib.logs._native
 	@touch $@
 
 venv: $(BIN)/.installed

@@ -11,9 +11,9 @@ same run:
 * ``wc -l`` over the files (the I/O floor),
 * the reference: ``polars.scan_ndjson`` per file with the same per-service / per-minute
   aggregation (lines, bytes, errors from the level field, HTTP status or keywords),
-* ``opslib.logparse.analyse_files`` (which also joins partial lines, accounts malformed lines,
+* ``opslib.logs.parse.analyse_files`` (which also joins partial lines, accounts malformed lines,
   classifies levels and status classes and groups masked messages) with its native scanner
-  (``opslib/_logscan.c``), and again without it (``OPSLIB_NATIVE=0``: the numpy and polars
+  (``opslib/logs/_logscan.c``), and again without it (``OPSLIB_NATIVE=0``: the numpy and polars
   regex path of machines without a C compiler),
 
 each in its own subprocess so its peak RSS is measured. Prints MB/s, the ratio opslib/reference
@@ -161,7 +161,7 @@ def generate(folder: Path, total_bytes: int, seed: int = 7) -> tuple[dict[str, P
 
 REFERENCE = r'''
 import sys, json, polars as pl
-from opslib.logparse import ENVELOPE_SCHEMA
+from opslib.logs.parse import ENVELOPE_SCHEMA
 files = json.loads(sys.argv[1])
 log = pl.col("log")
 lv = log.str.extract(r'"level" ?: ?"([A-Za-z]+)"', 1)
@@ -181,7 +181,7 @@ print(json.dumps({"lines": int(res["lines"].sum()), "errors": int(res["errors"].
 
 OPSLIB = r'''
 import sys, json
-from opslib.logparse import analyse_files
+from opslib.logs.parse import analyse_files
 files = json.loads(sys.argv[1])
 a = analyse_files([(s, p) for s, p in files])
 print(json.dumps({"lines": a.total_lines, "errors": int(a.volume["errors"].sum()),
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     args = ap.parse_args(argv)
     py = sys.executable
-    scanner = subprocess.run([py, "-m", "opslib._native"], capture_output=True, text=True,
+    scanner = subprocess.run([py, "-m", "opslib.logs._native"], capture_output=True, text=True,
                              check=True).stdout.strip()
     print(f"# opslib {scanner}")
     if "native (" not in scanner:

@@ -11,7 +11,7 @@ dockerd write it (a throwaway container prints it); the unit test encodes it as 
 
 :func:`reference_lines` reads a json-file log with ``json.loads`` and nothing from opslib but
 its level names and masks; :func:`reference_aggregates` and :func:`analysis_aggregates` put the
-reference and an :class:`opslib.logparse.LogAnalysis` side by side.
+reference and an :class:`opslib.logs.parse.LogAnalysis` side by side.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from opslib import logparse as lp
+from opslib.logs import parse as lp
 from opslib.redact import redact_text
 
 #: The three lines of issue #26, with their expected template and count.

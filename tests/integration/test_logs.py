@@ -30,9 +30,10 @@ import polars as pl
 import pytest
 import yaml
 
-from opslib import _native, logs
 from opslib import engine as od
-from opslib.logparse import DockerLogReader, analyse_files, classify
+from opslib import logs
+from opslib.logs import _native
+from opslib.logs.parse import DockerLogReader, analyse_files, classify
 from opslib.redact import MASK, redact_text
 from opslib.report import results_from_notebook
 

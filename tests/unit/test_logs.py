@@ -1,4 +1,4 @@
-"""Unit tests of the log analysis and cleanup (opslib.logparse, opslib.logs) on generated files.
+"""Unit tests of the log analysis and cleanup (opslib.logs.parse, opslib.logs) on generated files.
 
 No Docker engine: json-file logs are written here exactly as Docker's json-file driver writes them
 (one JSON object per line, lines longer than 16 KB split into partial entries without a trailing
@@ -25,10 +25,11 @@ import polars as pl
 import pytest
 import yaml
 
-from opslib import _native, logs
-from opslib import logparse as lp
+from opslib import logs
 from opslib.exceptions import BadParameter, PlanError, ToolMissing, VerificationFailed
-from opslib.logparse import DockerLogReader, analyse_files, classify, mask_messages
+from opslib.logs import _native
+from opslib.logs import parse as lp
+from opslib.logs.parse import DockerLogReader, analyse_files, classify, mask_messages
 from opslib.redact import MASK
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +71,7 @@ def nginx_line(status: int, uri: str = "/api/products?q=chair&limit=20") -> str:
 
 @pytest.fixture(params=["native", "numpy"])
 def scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with the native scanner (built from opslib/_logscan.c) and without it (the
+    """Run a test with the native scanner (built from opslib/logs/_logscan.c) and without it (the
     numpy and polars regex path of machines without a C compiler)."""
     if request.param == "numpy":
         monkeypatch.setattr(_native, "scanner", lambda: None)
@@ -185,7 +186,7 @@ def test_non_ascii_text_attrs_and_escapes_are_cut_exactly(tmp_path: Path, scanne
 
 def test_oversized_line_without_newline_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                    ) -> None:
-    import opslib.logparse as lp
+    import opslib.logs.parse as lp
 
     monkeypatch.setattr(lp, "MAX_LINE_BYTES", 50_000)
     path = tmp_path / "c-json.log"
@@ -874,7 +875,7 @@ def test_native_scanner_build_cache_and_fallbacks(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     assert _native.build() is None
     monkeypatch.setenv("CC", "false")
-    with caplog.at_level("WARNING", logger="opslib._native"):
+    with caplog.at_level("WARNING", logger="opslib.logs._native"):
         assert _native.build() is None
     assert "cannot build the native log scanner" in caplog.text
     assert not list((tmp_path / "other").glob("*"))  # no half-written library left behind

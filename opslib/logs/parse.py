@@ -23,7 +23,7 @@ many batches. Partial entries are joined in file order. Nothing per line is kept
 batches, so memory stays bounded by the batch size whatever the file size.
 
 The per-line work has two implementations with the same results: a small C scanner
-(``_logscan.c``, compiled on first use and loaded with ctypes, see :mod:`opslib._native`), and
+(``_logscan.c``, compiled on first use and loaded with ctypes, see :mod:`opslib.logs._native`), and
 numpy plus polars regexes where no C compiler is available (1.3 to 1.8 times slower). Both
 release the GIL, so batches are processed in parallel.
 
@@ -55,8 +55,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from opslib import _native
 from opslib.exceptions import BadInputFormat, BadParameter
+from opslib.logs import _native
 from opslib.redact import redact_text
 
 __all__ = [
@@ -436,7 +436,7 @@ def _parse_batch(data: _Bytes, size: int, offset: int, *, fields: bool = False) 
     JSON-escaped, nbytes) and the malformed lines found. Pure: runs in worker threads.
 
     Line boundaries and the envelope's fields are found on the raw bytes by the native scanner
-    (:mod:`opslib._native`), else with numpy; the ``time``, ``stream`` and ``log`` columns are
+    (:mod:`opslib.logs._native`), else with numpy; the ``time``, ``stream`` and ``log`` columns are
     arrow string *views* into the batch's buffer (no copy of the text, no per-line objects).
     Lines without the usual shape (``attrs``, odd field order) are cut with polars string
     searches, and only the rest is checked one by one.

@@ -3,7 +3,7 @@
 1. :func:`disk_report` lists every container's json-file log of a compose project (path from
    inspect, rotated siblings ``-json.log.N`` / ``.N.gz``), optional host log directories, and the
    filesystems holding them (used %, free; flagged over a threshold).
-2. :func:`analyse_logs` streams those files through :mod:`opslib.logparse` (bounded memory,
+2. :func:`analyse_logs` streams those files through :mod:`opslib.logs.parse` (bounded memory,
    vectorised) into volume, levels, error rate and top messages per service;
    :func:`volume_chart` and :func:`error_rate_chart` draw them.
 3. :func:`plan_cleanup` builds a plan (a DataFrame: action, service, file, bytes, bytes_freed,
@@ -64,7 +64,7 @@ from opslib.exceptions import (
     VerificationFailed,
 )
 from opslib.journal import Journal, latest_by
-from opslib.logparse import LogAnalysis, analyse_files
+from opslib.logs.parse import LogAnalysis, analyse_files
 from opslib.redact import redact_text
 
 __all__ = [
@@ -425,11 +425,11 @@ def analyse_logs(report: DiskReport, *, since_minutes: float = 1440,
         report: From :func:`disk_report`.
         since_minutes: Only lines of the last N minutes count (0 = everything).
         now: The end of the window (default: now, UTC).
-        **kwargs: Passed to :func:`opslib.logparse.analyse_files` (``batch_bytes``,
+        **kwargs: Passed to :func:`opslib.logs.parse.analyse_files` (``batch_bytes``,
             ``top_n`` ...).
 
     Returns:
-        A :class:`opslib.logparse.LogAnalysis`.
+        A :class:`opslib.logs.parse.LogAnalysis`.
 
     Raises:
         BadParameter: A negative window.

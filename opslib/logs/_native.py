@@ -1,4 +1,4 @@
-"""The optional native field scanner of :mod:`opslib.logparse` (``_logscan.c``).
+"""The optional native field scanner of :mod:`opslib.logs.parse` (``_logscan.c``).
 
 The C file is compiled once with the system's C compiler (``$CC``, else ``cc``) into a cache
 folder (``$OPSLIB_CACHE_DIR``, else ``$XDG_CACHE_HOME/opslib``, else ``~/.cache/opslib``), named
@@ -208,6 +208,6 @@ def describe() -> str:
     return f"log scanner: native ({sc.path})"
 
 
-if __name__ == "__main__":  # `python -m opslib._native` builds the scanner ahead of time
+if __name__ == "__main__":  # `python -m opslib.logs._native` builds the scanner ahead of time
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(describe())
