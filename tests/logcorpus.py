@@ -24,6 +24,7 @@ from typing import Any
 
 import polars as pl
 
+from opslib.logs import fields as lpf
 from opslib.logs import parse as lp
 from opslib.redact import redact_text
 
@@ -108,8 +109,8 @@ def _go_chars(raw: bytes) -> list[str]:
     return out
 
 
-_ERROR_RE = re.compile(lp._TEXT_ERROR_RE.removeprefix("(?i)"), re.IGNORECASE)
-_WARN_RE = re.compile(lp._TEXT_WARN_RE.removeprefix("(?i)"), re.IGNORECASE)
+_ERROR_RE = re.compile(lpf._TEXT_ERROR_RE.removeprefix("(?i)"), re.IGNORECASE)
+_WARN_RE = re.compile(lpf._TEXT_WARN_RE.removeprefix("(?i)"), re.IGNORECASE)
 
 
 def _keywords(text: str) -> str:
@@ -146,7 +147,7 @@ def reference_lines(path: Path) -> list[dict[str, Any]]:
             app = json.loads(text)
             status = app.get("status")
             if isinstance(app.get("level"), str):
-                level = lp._LEVEL_MAP.get(app["level"].lower(), "other")
+                level = lpf._LEVEL_MAP.get(app["level"].lower(), "other")
             elif status is not None:
                 level = "error" if status >= 500 else "warning" if status >= 400 else "info"
             else:
@@ -168,7 +169,7 @@ def reference_lines(path: Path) -> list[dict[str, Any]]:
 def reference_aggregates(lines: list[dict[str, Any]]) -> dict[str, Any]:
     """Levels, status classes and top messages (masked as opslib masks, redacted) of the
     reference lines."""
-    masked = lp.mask_messages(lp._zero_digits(pl.Series([x["message"] for x in lines],
+    masked = lp.mask_messages(lpf._zero_digits(pl.Series([x["message"] for x in lines],
                                                         dtype=pl.String))).to_list()
     top: Counter[tuple[str, str | None, str]] = Counter()
     nbytes: Counter[tuple[str, str | None, str]] = Counter()

@@ -28,7 +28,9 @@ import yaml
 from opslib import logs
 from opslib.exceptions import BadParameter, PlanError, ToolMissing, VerificationFailed
 from opslib.logs import _native
-from opslib.logs import parse as lp
+from opslib.logs import aggregate as lpa
+from opslib.logs import fields as lpf
+from opslib.logs import reader as lpr
 from opslib.logs.parse import DockerLogReader, analyse_files, classify, mask_messages
 from opslib.redact import MASK
 
@@ -186,9 +188,7 @@ def test_non_ascii_text_attrs_and_escapes_are_cut_exactly(tmp_path: Path, scanne
 
 def test_oversized_line_without_newline_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                    ) -> None:
-    import opslib.logs.parse as lp
-
-    monkeypatch.setattr(lp, "MAX_LINE_BYTES", 50_000)
+    monkeypatch.setattr(lpr, "MAX_LINE_BYTES", 50_000)  # where the reader reads it
     path = tmp_path / "c-json.log"
     path.write_bytes(entries("a\n")[0].encode() + b"\0" * 200_000 + b"\n"
                      + entries("b\n")[0].encode())
@@ -731,7 +731,7 @@ def test_the_native_scanner_decodes_each_line_like_the_json_decoder(tmp_path: Pa
     path = _corpus_log(tmp_path / "api-json.log")
     ref = [x for x in logcorpus.reference_lines(path) if x["entries"] == 1]
     data = path.read_bytes()
-    parsed = lp._parse_batch(data, len(data), 0, fields=True)
+    parsed = lpr._parse_batch(data, len(data), 0, fields=True)
     assert parsed.fields is not None and parsed.entries.height == data.count(b"\n")
     rows = [x["first"] for x in ref]
     messages = parsed.fields["message"].gather(rows).to_list()
@@ -765,7 +765,7 @@ def test_issue_26_examples_read_as_the_application_wrote_them(tmp_path: Path,
 def test_json_unescape_decodes_like_the_json_decoder() -> None:
     valid = ['\\u003cb\\u003e \\u0026amp;', 'say \\"hi\\" C:\\\\temp', '\\n\\t\\r\\b\\f\\/',
              '\\ud83d\\ude80 \\uD834\\uDD1E', 'caf\\u00e9 日本', "no escape", "", '\\u0000']
-    got = lp._json_unescape(pl.Series(valid)).to_list()
+    got = lpf._json_unescape(pl.Series(valid)).to_list()
     assert got == [json.loads(f'"{v}"') for v in valid]
     assert got[3] == "🚀 𝄞"
     # Not JSON: lone surrogates become U+FFFD, a backslash that starts no escape stays.
@@ -773,10 +773,10 @@ def test_json_unescape_decodes_like_the_json_decoder() -> None:
            "raw\ttab \\u003c"]
     want = ["lone \ufffd high", "lone \ufffd", "\ufffdA", "bad \\x and \\u12", "end \\",
             "raw\ttab <"]
-    assert lp._json_unescape(pl.Series(odd)).to_list() == want
-    assert [lp._unescape_text(v) for v in valid + odd] == [*got, *want]
+    assert lpf._json_unescape(pl.Series(odd)).to_list() == want
+    assert [lpf._unescape_text(v) for v in valid + odd] == [*got, *want]
     # Twice: the envelope, then the inner JSON string.
-    assert lp._json_unescape(pl.Series(['a \\\\\\"b\\\\\\" \\\\u00e9 \\u0026']), 2).to_list() == [
+    assert lpf._json_unescape(pl.Series(['a \\\\\\"b\\\\\\" \\\\u00e9 \\u0026']), 2).to_list() == [
         'a "b" é &']
 
 
@@ -822,19 +822,19 @@ def test_native_scanner_finds_the_same_fields_as_the_regexes(seed: int) -> None:
     raw = "".join(logcorpus.dockerd_json(t, "stdout", ts(i))
                   for i, t in enumerate(texts))  # as dockerd writes them: < > & as \u003c ...
     data = raw.encode()
-    parsed = lp._parse_batch(data, len(data), 0, fields=True)
+    parsed = lpr._parse_batch(data, len(data), 0, fields=True)
     assert parsed.fields is not None and parsed.fields.height == len(texts)
     native = pl.concat([parsed.entries, parsed.fields], how="horizontal")
     # The regex path, line by line: the same columns.
     e = parsed.entries.with_row_index("i")
     js, tx = e.filter(pl.col("log").str.starts_with("{")), \
         e.filter(~pl.col("log").str.starts_with("{"))
-    parts = [lp._json_fields(js, True, per_line=False), lp._text_fields(tx, True, defer=True)]
+    parts = [lpf._json_fields(js, True, per_line=False), lpf._text_fields(tx, True, defer=True)]
     ref = pl.concat([p.select("i", *(pl.col(c) if c in p.columns else pl.lit(None, pl.String)
                                      .alias(c) for c in ("_lv", "_status")),
                               "level", "message") for p in parts]).sort("i")
-    short = lp._short_col(ref["message"])
-    ref = ref.with_columns(short, key=lp._zero_digits(short), _kw=pl.col("level").is_not_null())
+    short = lpa._short_col(ref["message"])
+    ref = ref.with_columns(short, key=lpf._zero_digits(short), _kw=pl.col("level").is_not_null())
     got = native.select("_lv", "_status", "message", "key", "_kw")
     want = ref.select("_lv", "_status", "message", "key", "_kw")
     for col in got.columns:
@@ -845,7 +845,7 @@ def test_native_scanner_finds_the_same_fields_as_the_regexes(seed: int) -> None:
     assert got["_lv"].drop_nulls().len() > 200 and got["_status"].drop_nulls().len() > 100
     assert got["_kw"].sum() > 200 and (got["message"].str.len_chars() == 300).sum() > 20
     # And the batch aggregates are the same with and without the scanner's columns.
-    agg = [lp._aggregate(f).groups for f in (native, parsed.entries)]
+    agg = [lpa._aggregate(f).groups for f in (native, parsed.entries)]
     assert agg[0] is not None and agg[1] is not None
     keys = ["minute", "_lv", "_status", "level", "key"]
     assert agg[0].sort(keys).select(*keys, "count", "bytes").equals(
