@@ -29,7 +29,11 @@ from opslib import logs
 from opslib.exceptions import BadParameter, PlanError, ToolMissing, VerificationFailed
 from opslib.logs import _native
 from opslib.logs import aggregate as lpa
+from opslib.logs import archive as logs_archive
+from opslib.logs import cleanup as logs_cleanup
+from opslib.logs import disk as logs_disk
 from opslib.logs import fields as lpf
+from opslib.logs import prevention as logs_prevention
 from opslib.logs import reader as lpr
 from opslib.logs.parse import DockerLogReader, analyse_files, classify, mask_messages
 from opslib.redact import MASK
@@ -296,7 +300,7 @@ def file_row(service: str, path: Path, kind: str, *, container: str = "", cid: s
              compose_files: str = "/x/compose.yaml") -> dict[str, object]:
     return {"service": service, "container": container, "container_id": cid, "state": state,
             "log_driver": "json-file" if cid else "", "log_opts": opts or {},
-            "rotation": logs._rotation_text(opts or {}), "compose_files": compose_files,
+            "rotation": logs_disk._rotation_text(opts or {}), "compose_files": compose_files,
             "workdir": "/x", "path": str(path), "kind": kind, "index": index,
             "bytes": path.stat().st_size,
             "mtime": dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC),
@@ -304,9 +308,9 @@ def file_row(service: str, path: Path, kind: str, *, container: str = "", cid: s
 
 
 def report_of(rows: list[dict[str, object]]) -> logs.DiskReport:
-    files = pd.DataFrame(rows, columns=logs._FILE_COLUMNS)
+    files = pd.DataFrame(rows, columns=logs_disk._FILE_COLUMNS)
     fs = logs.filesystem_usage(files["path"], 80.0)
-    return logs.DiskReport("proj", files, logs._service_summary(files), fs, 80.0)
+    return logs.DiskReport("proj", files, logs_disk._service_summary(files), fs, 80.0)
 
 
 def make_log(path: Path, n: int, prefix: str = "line") -> Path:
@@ -487,7 +491,8 @@ def test_apply_detects_a_corrupt_archive(tmp_path: Path, monkeypatch: pytest.Mon
     def bad_digest(path: Path) -> tuple[str, int, int]:
         return ("0" * 64, 0, 0)
 
-    monkeypatch.setattr(logs, "_gz_digest", bad_digest)
+    for module in (logs_archive, logs_cleanup):  # both verify archives with it
+        monkeypatch.setattr(module, "_gz_digest", bad_digest)
     with pytest.raises(VerificationFailed):
         logs.apply_cleanup(plan, journal=tmp_path / "run", apply=True)
     assert not list((tmp_path / "run" / "archive").rglob("*.gz"))
@@ -535,7 +540,7 @@ def test_sigkill_during_apply_then_rerun_loses_and_duplicates_nothing(tmp_path: 
 def test_missing_logrotate_makes_its_check_not_run_instead_of_crashing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(logs, "LOGROTATE_FALLBACK_PATHS", ())
+    monkeypatch.setattr(logs_prevention, "LOGROTATE_FALLBACK_PATHS", ())
     with pytest.raises(ToolMissing):
         logs.check_logrotate(tmp_path / "nothing")
     files = logs.write_prevention_files(tmp_path / "out", ["api"], project="shop")
