@@ -1,13 +1,19 @@
 """The optional native field scanner of :mod:`opslib.logs.parse` (``_logscan.c``).
 
-The C file is compiled once with the system's C compiler (``$CC``, else ``cc``) into a cache
-folder (``$OPSLIB_CACHE_DIR``, else ``$XDG_CACHE_HOME/opslib``, else ``~/.cache/opslib``), named
-by a hash of the source and the compiler command, and loaded with :mod:`ctypes` (which releases
-the GIL during each call, so worker threads scan in parallel). ``make venv`` builds it ahead of
-time.
+The C file is compiled when opslib is installed (the hatch build hook ``hatch_build.py``, for
+wheels and editable installs) into ``_logscan.so`` next to this module, with
+``_logscan.so.sha256`` naming the source it was built from; :func:`scanner` loads exactly that
+file with :mod:`ctypes` (which releases the GIL during each call, so worker threads scan in
+parallel).
 
-Without a compiler, or with ``OPSLIB_NATIVE=0``, :func:`scanner` returns None and the analysis
-uses numpy and polars regexes instead: the same results, 1.3 to 1.8 times slower.
+Without a compiler at install time, or with ``OPSLIB_NATIVE=0``, :func:`scanner` returns None and
+the analysis uses numpy and polars regexes instead: the same results, 1.3 to 1.8 times slower.
+
+One fallback remains from the first-use build: in an editable checkout whose ``_logscan.c``
+changed after the install, the installed library is stale; then the current source is compiled
+into a cache folder (``$OPSLIB_CACHE_DIR``, else ``$XDG_CACHE_HOME/opslib``, else
+``~/.cache/opslib``), named by a hash of the source and the compiler command, until the next
+``pip install -e .``.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ import pyarrow as pa
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("_logscan.c")
+#: What the install built (hatch_build.py), and the hash of the source it was built from.
+INSTALLED = Path(__file__).with_name("_logscan.so")
+INSTALLED_SHA256 = INSTALLED.with_name(INSTALLED.name + ".sha256")
 _FLAGS = ["-O2", "-shared", "-fPIC", "-std=c99"]
 
 
@@ -45,9 +54,39 @@ def _library_path(cc: str) -> Path:
     return cache_dir() / f"logscan-{digest[:16]}.so"
 
 
+def installed() -> Path | None:
+    """The library the install built, when it is there and built from the current source."""
+    if not INSTALLED.is_file():
+        return None
+    if not SOURCE.is_file():
+        return INSTALLED  # an installed package without its source: nothing to compare
+    try:
+        built_from = INSTALLED_SHA256.read_text().strip()
+    except OSError:
+        return None
+    return INSTALLED if built_from == hashlib.sha256(SOURCE.read_bytes()).hexdigest() else None
+
+
+def library() -> Path | None:
+    """The scanner library to load: the installed one, or (only when it is stale) a cache build.
+
+    Returns:
+        Its path, or None when the install built none (no compiler then: the polars path).
+    """
+    found = installed()
+    if found is not None:
+        return found
+    if INSTALLED.is_file():  # the source changed since the install (an editable checkout)
+        log.info("%s is older than %s: building the current source into %s",
+                 INSTALLED.name, SOURCE.name, cache_dir())
+        return build()
+    return None
+
+
 def build() -> Path | None:
-    """Compile the scanner if it is not in the cache yet; its path, or None without a compiler
-    (or when compiling fails: logged as a warning)."""
+    """Compile the current source into the cache if it is not there yet (the stale-install
+    fallback of :func:`library`); its path, or None without a compiler (or when compiling
+    fails: logged as a warning)."""
     cc = os.environ.get("CC") or "cc"
     if shutil.which(cc) is None:
         log.info("no C compiler (%s): log analysis uses the polars regex path", cc)
@@ -185,11 +224,11 @@ def _switched_off() -> bool:
 
 @functools.cache
 def scanner() -> Scanner | None:
-    """The native scanner, built on first use; None when disabled (``OPSLIB_NATIVE=0``) or
-    unavailable."""
+    """The native scanner the install built; None when disabled (``OPSLIB_NATIVE=0``) or
+    unavailable (no compiler at install time)."""
     if _switched_off():
         return None
-    path = build()
+    path = library()
     if path is None:
         return None
     try:
@@ -203,11 +242,12 @@ def describe() -> str:
     """One line saying which log scanner the analysis uses."""
     sc = scanner()
     if sc is None:
-        why = "OPSLIB_NATIVE=0" if _switched_off() else "no C compiler or the build failed"
+        why = "OPSLIB_NATIVE=0" if _switched_off() else (
+            "not built at install time: no C compiler, or the build failed")
         return f"log scanner: numpy/polars regexes ({why})"
     return f"log scanner: native ({sc.path})"
 
 
-if __name__ == "__main__":  # `python -m opslib.logs._native` builds the scanner ahead of time
+if __name__ == "__main__":  # `python -m opslib.logs._native` says which scanner runs
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(describe())
