@@ -8,7 +8,15 @@ import pandas as pd
 
 from opslib.engine import Client, inspect_facts
 
-__all__ = ["overview_figure", "stack_overview", "unhealthy_services"]
+__all__ = [
+    "overview_figure",
+    "restart_table",
+    "restarts_total",
+    "services_without_memory_limit",
+    "stack_overview",
+    "total_image_size_mb",
+    "unhealthy_services",
+]
 
 _COLUMNS = [
     "service", "container", "state", "health", "image", "image_size_mb", "user", "runs_as_root",
@@ -85,3 +93,28 @@ def overview_figure(overview: pd.DataFrame) -> Any:
     fig.update_layout(showlegend=False, height=380, margin={"t": 80, "b": 40},
                       title="Services (green healthy, grey no health check, red failing)")
     return fig
+
+
+def services_without_memory_limit(stack: pd.DataFrame) -> list[str]:
+    """Services with no memory limit, sorted (from :func:`stack_overview`)."""
+    return sorted(stack.loc[stack["memory_limit_mb"] == 0, "service"].unique().tolist())
+
+
+def total_image_size_mb(stack: pd.DataFrame) -> float:
+    """The size of the distinct images the stack runs, in MB."""
+    return float(stack.drop_duplicates("image")["image_size_mb"].sum())
+
+
+def restarts_total(stack: pd.DataFrame) -> int:
+    """Restarts of every container of the stack, summed."""
+    return int(stack["restart_count"].sum())
+
+
+def restart_table(stack: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The services that restarted or were OOM-killed (every service when none did), and a
+    caption saying which of the two it is."""
+    cols = ["service", "restart_count", "oom_killed", "restart_policy"]
+    restarted = stack.loc[(stack["restart_count"] > 0) | stack["oom_killed"], cols]
+    if len(restarted):
+        return restarted, "Services that restarted or were OOM-killed"
+    return stack[cols], "No restarts, no OOM kills"

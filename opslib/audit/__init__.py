@@ -30,7 +30,14 @@ from opslib.audit.dockerfiles import (
     project_dockerfiles,
     run_hadolint,
 )
-from opslib.audit.findings import CIS_CHECKS, FINDING_COLUMNS, SEVERITIES, CisCheck, cis_coverage
+from opslib.audit.findings import (
+    CIS_CHECKS,
+    FINDING_COLUMNS,
+    SEVERITIES,
+    CisCheck,
+    cis_coverage,
+    findings_of,
+)
 from opslib.audit.hardening import (
     HardeningPlan,
     apply_hardening,
@@ -91,6 +98,7 @@ __all__ = [
     "engine_facts",
     "env_file_findings",
     "findings_by_category",
+    "findings_of",
     "hadolint_path",
     "history_assignments",
     "parse_dockerfile_assignments",

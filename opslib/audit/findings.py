@@ -9,7 +9,14 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["CIS_CHECKS", "FINDING_COLUMNS", "SEVERITIES", "CisCheck", "cis_coverage"]
+__all__ = [
+    "CIS_CHECKS",
+    "FINDING_COLUMNS",
+    "SEVERITIES",
+    "CisCheck",
+    "cis_coverage",
+    "findings_of",
+]
 
 
 SEVERITIES: tuple[str, ...] = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO")
@@ -171,3 +178,8 @@ def _findings_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     df["_r"] = df["severity"].map(lambda s: _SEV_RANK.get(str(s), len(SEVERITIES)))
     return (df.sort_values(["_r", "source", "service", "id"], kind="stable")
             .drop(columns="_r").reset_index(drop=True))
+
+
+def findings_of(findings: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The findings of one category (``runtime``, ``secrets``, ``dockerfile``, ``vulns``)."""
+    return findings[findings["source"] == source]

@@ -44,7 +44,7 @@ from opslib.backup.objectives import (
     timeline_figure,
 )
 from opslib.backup.postgres import take_backup
-from opslib.backup.redis import redis_persistence, snapshot_redis
+from opslib.backup.redis import persistence_checks, redis_persistence, snapshot_redis
 from opslib.backup.retention import apply_retention, deletes_planned, plan_retention
 from opslib.backup.scratch import cleanup_scratch
 from opslib.demo import SHOP_APP_QUERIES
@@ -67,6 +67,7 @@ __all__ = [
     "manifest_path",
     "manifest_tables",
     "new_run_id",
+    "persistence_checks",
     "plan_retention",
     "recovery_objectives",
     "redis_persistence",

@@ -38,7 +38,11 @@ from opslib.exceptions import (
     VerificationFailed,
 )
 
-__all__ = ["redis_persistence", "snapshot_redis"]
+__all__ = [
+    "persistence_checks",
+    "redis_persistence",
+    "snapshot_redis",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,3 +227,15 @@ def snapshot_redis(
     }
     _write_json_atomic(manifest_path(target), manifest)
     return Backup(target, manifest)
+
+
+def persistence_checks(persistence: pd.DataFrame) -> pd.DataFrame:
+    """The runbook's checks of a :func:`redis_persistence` frame (name, ok, detail):
+    ``redis_aof_enabled`` and ``redis_persistence_ok``."""
+    failing = persistence.loc[~persistence["ok"], "item"].tolist()
+    aof = bool(persistence.set_index("item").loc["aof_enabled", "ok"])
+    return pd.DataFrame([
+        ("redis_aof_enabled", aof, "appendonly / aof_enabled from CONFIG GET and INFO persistence"),
+        ("redis_persistence_ok", not failing,
+         f"failing: {', '.join(failing) or 'none'} (AOF writes, rewrites, RDB saves)"),
+    ], columns=["name", "ok", "detail"])

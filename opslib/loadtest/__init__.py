@@ -30,6 +30,7 @@ from opslib.loadtest.analysis import (
     over_time,
     resolve_source,
     summarize,
+    total_errors,
 )
 from opslib.loadtest.charts import (
     Bottleneck,
@@ -75,4 +76,5 @@ __all__ = [
     "run_k6",
     "run_locust",
     "summarize",
+    "total_errors",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "over_time",
     "resolve_source",
     "summarize",
+    "total_errors",
 ]
 
 
@@ -333,3 +334,8 @@ def compare_runs(
                 f"+{error_rate_increase_pp:g} pp error rate of the baseline")
     return Comparison(table=table, regression=bool(regressions), verdict=text,
                       regressions=regressions)
+
+
+def total_errors(errors: pl.DataFrame) -> int:
+    """Failed requests in an :func:`error_breakdown` frame."""
+    return int(errors["count"].sum()) if errors.height else 0

@@ -34,7 +34,9 @@ __all__ = [
     "current_state",
     "declared_resources",
     "host_cpus",
+    "oom_killed_services",
     "resolve_compose_file",
+    "restarts_total",
     "sample_with_load",
     "service_role",
     "services_without_limits",
@@ -326,3 +328,13 @@ def sample_with_load(
     if worker.is_alive():
         error = "the k6 run did not finish within duration + 300 s"
     return LoadedSample(samples, load, result.get("run"), redact_text(error))
+
+
+def oom_killed_services(state: pd.DataFrame) -> list[str]:
+    """Services with an OOM-killed container, sorted (from :func:`current_state`)."""
+    return sorted(state.loc[state["oom_killed"], "service"].unique().tolist())
+
+
+def restarts_total(state: pd.DataFrame) -> int:
+    """Restarts of every container in a :func:`current_state` frame, summed."""
+    return int(state["restart_count"].sum())
