@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from opslib.engine import Client
 from opslib.redact import redact_text
 
 __all__ = [
@@ -297,7 +298,7 @@ def apply_plan(
     *,
     apply: bool,
     label: str,
-    client: Any = None,
+    client: Client | None = None,
     journal: str | Path | None = None,
     caption: str = "",
     **options: Any,
