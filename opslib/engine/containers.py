@@ -218,6 +218,8 @@ def inspect_facts(client: Client, project: str) -> pd.DataFrame:
     Raises:
         ProjectNotFound: The project has no containers.
     """
+    import docker.errors
+
     containers = project_containers(client, project)
     sizes: dict[str, int] = {}
     with engine_errors():
@@ -226,7 +228,7 @@ def inspect_facts(client: Client, project: str) -> pd.DataFrame:
             if img and img not in sizes:
                 try:
                     sizes[img] = int(client.api.inspect_image(img).get("Size") or 0)
-                except Exception:  # image removed under a running container
+                except docker.errors.NotFound:  # image removed under a running container
                     sizes[img] = 0
         rows = [_facts(c, sizes) for c in containers]
     return pd.DataFrame(rows)
