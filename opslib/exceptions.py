@@ -13,6 +13,7 @@ needs as attributes, and its message says what to do next.
     ├── NotFound
     │   ├── ProjectNotFound ...... no container carries the compose project label
     │   ├── ServiceNotFound ...... the project has no such service
+    │   ├── RoleNotFound ......... discovery found no (or several) postgres/redis/... services
     │   ├── ContainerNotFound .... no container with that name or id
     │   ├── RunbookNotFound ...... no notebook of that name under notebooks/
     │   └── BackupNotFound ....... no backup file / manifest where one was expected
@@ -46,6 +47,7 @@ __all__ = [
     "OpslibError",
     "PlanError",
     "ProjectNotFound",
+    "RoleNotFound",
     "RunbookError",
     "RunbookExecutionError",
     "RunbookNotFound",
@@ -132,6 +134,28 @@ class ServiceNotFound(NotFound):
             f"Service {service!r} not found in compose project {project!r}. "
             f"Its services are: {', '.join(self.available) or '(none)'}."
         )
+
+
+class RoleNotFound(NotFound):
+    """Discovery found no service, or several, for a role a runbook needs (postgres, redis ...).
+
+    Attributes:
+        project: The compose project.
+        role: The role that was looked for.
+        param: The runbook parameter that names the service explicitly.
+        services: ``service (detected role)`` for every service of the project.
+    """
+
+    def __init__(self, project: str, role: str, why: str, services: str, *, param: str = ""
+                 ) -> None:
+        self.project = project
+        self.role = role
+        self.param = param
+        self.services = services
+        fix = (f" Set the parameter {param} to the service to use (-p {param} <service>)."
+               if param else "")
+        super().__init__(f"{why} in compose project {project!r}. Its services (detected role): "
+                         f"{services}.{fix}")
 
 
 class ContainerNotFound(NotFound):

@@ -6,12 +6,16 @@ from typing import Any
 
 import pandas as pd
 
-from opslib.engine import Client, inspect_facts
+from opslib.engine import Client, Stack, inspect_facts
 
 __all__ = [
+    "health_check",
+    "health_states",
     "overview_figure",
     "restart_table",
     "restarts_total",
+    "service_roles",
+    "services_without_healthcheck",
     "services_without_memory_limit",
     "stack_overview",
     "total_image_size_mb",
@@ -34,13 +38,17 @@ def stack_overview(client: Client, project: str) -> pd.DataFrame:
 
     Returns:
         One row per container, worst first (not running, then unhealthy, then the rest by
-        service). ``memory_limit_mb`` is 0 where no limit is set.
+        service). ``health`` says it as it is: healthy, unhealthy, starting, no healthcheck or
+        not running. ``memory_limit_mb`` is 0 where no limit is set.
 
     Raises:
         ProjectNotFound: The project has no containers.
     """
     facts = inspect_facts(client, project)
+    honest = facts["health"].where(facts["health"] != "none", "no healthcheck").where(
+        facts["state"] == "running", "not running")
     df = facts.assign(
+        health=honest,
         memory_limit_mb=(facts["memory_limit"] / 2**20).round(0).astype(int),
         ports=facts["ports"].map(", ".join),
     )[_COLUMNS]
@@ -78,7 +86,7 @@ def overview_figure(overview: pd.DataFrame) -> Any:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    colours = {"healthy": "#1a7f37", "none": "#6e7781", "starting": "#bf8700",
+    colours = {"healthy": "#1a7f37", "no healthcheck": "#6e7781", "starting": "#bf8700",
                "unhealthy": "#cf222e"}
     bar_colours = [colours.get(h, "#cf222e") if s == "running" else "#cf222e"
                    for h, s in zip(overview["health"], overview["state"], strict=True)]
@@ -118,3 +126,51 @@ def restart_table(stack: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     if len(restarted):
         return restarted, "Services that restarted or were OOM-killed"
     return stack[cols], "No restarts, no OOM kills"
+
+
+_WORST = ("not running", "unhealthy", "starting", "no healthcheck", "healthy")
+
+
+def health_states(stack: pd.DataFrame) -> dict[str, str]:
+    """Per service, the worst health of its containers (from :func:`stack_overview`)."""
+    rank = {h: i for i, h in enumerate(_WORST)}
+    out: dict[str, str] = {}
+    for svc, health in zip(stack["service"], stack["health"], strict=True):
+        if svc not in out or rank.get(health, 0) < rank.get(out[svc], 0):
+            out[str(svc)] = str(health)
+    return dict(sorted(out.items()))
+
+
+def services_without_healthcheck(stack: pd.DataFrame) -> list[str]:
+    """Running services with no healthcheck, sorted: nothing tells when they fail (§4)."""
+    return sorted({str(s) for s, h in zip(stack["service"], stack["health"], strict=True)
+                   if h == "no healthcheck"})
+
+
+def service_roles(stack: Stack) -> dict[str, str]:
+    """Per service, the role discovery gave it (postgres, redis, nginx, http, other)."""
+    return {s.name: s.role for s in stack.services}
+
+
+def health_check(stack: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The overview's two checks and the unhealthy services.
+
+    ``all_services_healthy``: no service is not running, unhealthy or starting.
+    ``all_services_have_healthcheck``: every service has a healthcheck (checklist §4: without
+    one, a hung service looks healthy and ``depends_on: service_healthy`` cannot wait for it).
+
+    Args:
+        stack: The frame from :func:`stack_overview`.
+
+    Returns:
+        ``(checks frame with name, ok, detail; unhealthy service names)``.
+    """
+    bad = unhealthy_services(stack)
+    none = services_without_healthcheck(stack)
+    n = int(stack["service"].nunique())
+    return pd.DataFrame([
+        ("all_services_healthy", not bad,
+         f"{len(bad)} of {n} services not running/healthy: {', '.join(bad) or 'none'}"),
+        ("all_services_have_healthcheck", not none,
+         f"{len(none)} of {n} services have no healthcheck: {', '.join(none) or 'none'}"),
+    ], columns=["name", "ok", "detail"]), bad

@@ -109,7 +109,14 @@ def test_stack_overview_notebook_under_plain_papermill(shop: str, tmp_path: Path
     assert res["records"]["total_image_size_mb"] > 50
     assert res["checks"] == [{"name": "all_services_healthy", "ok": True,
                               "detail": "0 of 4 services not running/healthy: none",
+                              "data": None, "status": "pass"},
+                             {"name": "all_services_have_healthcheck", "ok": True,
+                              "detail": "0 of 4 services have no healthcheck: none",
                               "data": None, "status": "pass"}]
+    assert res["records"]["service_roles"] == {"api": "http", "cache": "redis", "db": "postgres",
+                                               "web": "nginx"}
+    assert res["records"]["health_states"] == dict.fromkeys(("api", "cache", "db", "web"),
+                                                            "healthy")
 
 
 def test_stack_overview_notebook_fails_loudly_on_unknown_project(tmp_path: Path,
