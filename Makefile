@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROJECT ?= shop
+# make demo: the demo's own sample data (application queries, tenant logins, sample vulnerability
+# reports) and a live, bounded k6 run (10 VUs, 20 s) against the demo on 127.0.0.1.
+DEMO_PARAMS ?= -p demo_data true -p run_k6 true
 export VENV
 
 .PHONY: help venv engine host-tools stack demo test test-latest lint typecheck unit lab report clean-outputs demo-down
@@ -41,7 +44,7 @@ stack: engine host-tools
 	$(BIN)/python scripts/demo_stack.py up
 
 demo: stack
-	@status=0; $(BIN)/opslib run --all --project $(PROJECT) || status=$$?; \
+	@status=0; $(BIN)/opslib run --all --project $(PROJECT) $(DEMO_PARAMS) || status=$$?; \
 	  $(BIN)/opslib report >/dev/null || true; \
 	  echo; echo "Reports: the report.html paths above; every run: $(CURDIR)/outputs/index.html"; \
 	  if [ $$status -eq 2 ]; then echo "(some checks failed: that is the demo stack's planted findings; read the reports)"; status=0; fi; \

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from opslib.engine import Stack
 from opslib.exceptions import BadParameter
 
 __all__ = [
@@ -18,13 +19,18 @@ __all__ = [
     "DEMO_BASE_URL",
     "DEMO_COMPOSE",
     "DEMO_PASSWORD",
+    "DEMO_PROJECT",
+    "DEMO_SERVICES",
     "DEMO_TENANTS",
     "DEMO_USER",
     "K6_DEMO_SCRIPT",
     "LOCUST_DEMO_FILE",
     "REPO_ROOT",
     "SHOP_APP_QUERIES",
+    "app_queries",
     "default_compose_file",
+    "is_demo",
+    "require_demo",
     "resolve_compose_files",
     "sample_k6_results",
     "sample_vuln_reports",
@@ -219,3 +225,49 @@ class ShopUser(HttpUser):
         self.client.get("/reports/sales?days=30", name="sales_report")
         self.client.get("/health", name="health")
 """
+
+
+#: The demo's compose project and services (``demo/compose.yaml``).
+DEMO_PROJECT = "shop"
+DEMO_SERVICES = frozenset({"db", "cache", "api", "web"})
+
+
+def is_demo(stack: Stack) -> bool:
+    """Whether a discovered project is the demo stack: its project name and its four services.
+
+    Args:
+        stack: From :func:`opslib.engine.discover`.
+    """
+    return stack.project == DEMO_PROJECT and set(stack.names) == DEMO_SERVICES
+
+
+def require_demo(stack: Stack, demo_data: bool, *, what: str, param: str = "demo_data") -> bool:
+    """Check that ``demo_data`` is only asked for on the demo stack.
+
+    The demo's sample data (its application queries, tenant logins, k6 scenario, example
+    reports) describe the demo only: a report of another project must never show them.
+
+    Args:
+        stack: The discovered target.
+        demo_data: The runbook's ``demo_data`` parameter.
+        what: What the sample data is, for the error message.
+        param: The runbook parameter that asked for it.
+
+    Returns:
+        ``demo_data``.
+
+    Raises:
+        BadParameter: ``demo_data`` is true for a project that is not the demo.
+    """
+    if demo_data and not is_demo(stack):
+        raise BadParameter(param, demo_data,
+                           f"false for project {stack.project!r}: the demo's {what} only "
+                           f"describe the demo stack (project {DEMO_PROJECT!r})")
+    return bool(demo_data)
+
+
+def app_queries(stack: Stack, demo_data: bool) -> dict[str, str]:
+    """The application queries the restore drill compares: the shop's on the demo with
+    ``demo_data``, none otherwise."""
+    return dict(SHOP_APP_QUERIES) if require_demo(stack, demo_data,
+                                                  what="application queries") else {}

@@ -27,6 +27,8 @@ EXPECTED: dict[str, set[str]] = {
         "snapshot_stats", "unpause", "wait_healthy",
     },
     "opslib.audit": {
+        "findings_by_service", "tenant_not_run", "vulns_not_run", "not_run_reasons",
+        "vuln_input",
         "AuditResult", "CIS_CHECKS", "CisCheck", "EngineFacts", "FINDING_COLUMNS", "HardeningPlan",
         "SECRET_COLUMNS", "SEVERITIES", "apply_hardening", "audit_checks", "audit_project",
         "cis_coverage", "compose_files_param", "container_findings", "default_compose_file",
@@ -39,6 +41,7 @@ EXPECTED: dict[str, set[str]] = {
         "write_hardening_files",
     },
     "opslib.backup": {
+        "PgTarget", "discover_postgres",
         "Backup", "DRILL_LABEL", "DRILL_RUN_LABEL", "DrillResult", "MANIFEST_FORMAT",
         "RecoveryObjectives", "SHOP_APP_QUERIES", "apply_retention", "cleanup_scratch",
         "deletes_planned", "drill_history", "list_backups", "load_drill", "load_manifest",
@@ -72,6 +75,7 @@ EXPECTED: dict[str, set[str]] = {
         "compare_runs", "error_breakdown", "evaluate_thresholds", "find_bottleneck",
         "k6_percentile", "load_results", "over_time", "parse_thresholds", "read_jmeter_jtl",
         "read_k6_ndjson", "read_k6_summary", "read_locust_csv", "resolve_source", "run_k6",
+        "EXAMPLE_SOURCE", "no_results_reason", "not_run_checks",
         "run_locust", "summarize", "total_errors",
     },
 }

@@ -28,8 +28,13 @@ __all__ = [
     "default_compose_file",
     "default_vuln_reports",
     "findings_by_category",
+    "findings_by_service",
+    "not_run_reasons",
     "summarize",
+    "tenant_not_run",
+    "vuln_input",
     "vulns_as_findings",
+    "vulns_not_run",
 ]
 
 
@@ -78,7 +83,7 @@ def audit_project(
         client: A ``docker.DockerClient``.
         project: Compose project name.
         compose_files: The project's compose files (default: the files recorded in the
-            containers' compose labels, else ``demo/compose.yaml``).
+            containers' compose labels; without any, no Dockerfile is audited).
 
     Returns:
         An :class:`AuditResult`; no secret value is in any of its frames.
@@ -105,9 +110,9 @@ def audit_project(
 
 
 def _compose_files_of(client: Client, project: str) -> list[Path]:
+    """The project's own compose files from its labels (never the demo's)."""
     files, _ = od.compose_files_of(client, project, existing_only=True)
-    default = demo.default_compose_file()
-    return files or ([default] if default.is_file() else [])
+    return list(files)
 
 
 def summarize(findings: pd.DataFrame, vulns: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -191,7 +196,8 @@ def audit_checks(
 
     Checks ``runtime_no_high``, ``secrets_not_in_env``, ``dockerfiles_clean``,
     ``no_fixable_critical`` (when ``vulns`` is given) and ``tenant_isolation`` (when ``tenant``
-    is given).
+    is given). Without ``vulns`` or ``tenant``, a reason for that check in ``not_run`` makes it
+    "not run" instead of absent.
 
     Args:
         findings: Runtime, secrets and Dockerfile findings.
@@ -232,6 +238,10 @@ def audit_checks(
                        f"{len(tenant) - len(failed)} of {len(tenant)} cross-tenant probes refused "
                        "as expected" + (": failed " + ", ".join(failed["probe"]) if len(failed)
                                         else "")))
+    have = {name for name, _, _ in checks}
+    for name in ("no_fixable_critical", "tenant_isolation"):
+        if name not in have and (not_run or {}).get(name):
+            checks.append((name, True, ""))  # did not run at all: the reason replaces it below
     done: list[tuple[str, bool | None, str]] = []
     for name, ok, detail in checks:
         reason = (not_run or {}).get(name)
@@ -240,3 +250,58 @@ def audit_checks(
         else:
             done.append((name, ok, f"{detail} ({reason})" if reason else detail))
     return pd.DataFrame(done, columns=["name", "ok", "detail"])
+
+
+def findings_by_service(findings: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Per service of the project, its findings counted by severity (findings of no single
+    service, e.g. engine-wide ones, under ``""``)."""
+    out: dict[str, dict[str, int]] = {}
+    for svc, sev in zip(findings["service"], findings["severity"], strict=True):
+        counts = out.setdefault(str(svc), {})
+        counts[str(sev)] = counts.get(str(sev), 0) + 1
+    return dict(sorted(out.items()))
+
+
+def vulns_not_run() -> str:
+    """Why ``no_fixable_critical`` did not run, and how to give it a report."""
+    return ("no vulnerability report given: scan the images (trivy image --format json -o "
+            "trivy.json IMAGE, or grype IMAGE -o json > grype.json) and pass "
+            "-p vuln_reports trivy.json,grype.json")
+
+
+def tenant_not_run(api_url: str | None, probe: bool) -> str:
+    """Why ``tenant_isolation`` did not run ("" when it can run)."""
+    if not probe:
+        return ("no tenant logins given: the cross-tenant probe logs in as a user of one tenant "
+                "and asks for another's data; only the demo's logins are built in "
+                "(demo_data=True on the demo stack)")
+    if not api_url:
+        return "the project publishes no HTTP endpoint on this host: set api_url"
+    return ""
+
+
+def vuln_input(vuln_reports: str, *, demo_sample: bool = False) -> pd.DataFrame | None:
+    """The vulnerability reports the audit checks: the ones given, the demo's samples (only
+    with ``demo_sample``), or ``None`` (the check is then "not run", never fixture data).
+
+    Args:
+        vuln_reports: The runbook parameter (comma-separated trivy/grype JSON paths).
+        demo_sample: Use the demo images' committed sample reports when none is given.
+    """
+    from opslib.audit import vulns as ovulns
+
+    if vuln_reports.strip():
+        return ovulns.read_vuln_reports(vuln_reports)
+    return ovulns.read_vuln_reports(demo.sample_vuln_reports()) if demo_sample else None
+
+
+def not_run_reasons(result: AuditResult, *, vulns: pd.DataFrame | None,
+                    tenant_reason: str) -> dict[str, str]:
+    """The checks of this audit that could not run, with why: the audit's own (hadolint
+    missing), the vulnerability check without a report, the tenant probe without logins."""
+    out = dict(result.not_run)
+    if vulns is None:
+        out["no_fixable_critical"] = vulns_not_run()
+    if tenant_reason:
+        out["tenant_isolation"] = tenant_reason
+    return out

@@ -43,7 +43,7 @@ from opslib.backup.objectives import (
     rto_statement,
     timeline_figure,
 )
-from opslib.backup.postgres import take_backup
+from opslib.backup.postgres import PgTarget, discover_postgres, take_backup
 from opslib.backup.redis import persistence_checks, redis_persistence, snapshot_redis
 from opslib.backup.retention import apply_retention, deletes_planned, plan_retention
 from opslib.backup.scratch import cleanup_scratch
@@ -56,10 +56,12 @@ __all__ = [
     "SHOP_APP_QUERIES",
     "Backup",
     "DrillResult",
+    "PgTarget",
     "RecoveryObjectives",
     "apply_retention",
     "cleanup_scratch",
     "deletes_planned",
+    "discover_postgres",
     "drill_history",
     "list_backups",
     "load_drill",

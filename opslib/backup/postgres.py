@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +25,21 @@ from opslib.backup.manifest import (
     _write_json_atomic,
     manifest_path,
 )
-from opslib.demo import SHOP_APP_QUERIES
 from opslib.engine import (
+    AUTO,
     Client,
+    Stack,
     exec_in_container,
     exec_to_file,
     service_container,
 )
 from opslib.exceptions import (
+    BadParameter,
     CommandFailed,
 )
 from opslib.redact import redact_text
 
-__all__ = ["take_backup"]
+__all__ = ["PgTarget", "discover_postgres", "take_backup"]
 
 
 #: Session settings that make ``row::text`` and timestamps render the same on every server.
@@ -250,6 +253,69 @@ def _snapshot_facts(
     return {"tables": tables, "catalog": catalog, "app_queries": answers}
 
 
+@dataclass(frozen=True)
+class PgTarget:
+    """The PostgreSQL database of a project that the drill backs up, as discovered.
+
+    Attributes:
+        service: The compose service running PostgreSQL.
+        database: The application database (the one that is not a template or ``postgres``).
+        user: Its owner (the role the dump connects as over the container's local socket).
+        databases: Every non-template database found, for the report.
+    """
+
+    service: str
+    database: str
+    user: str
+    databases: tuple[str, ...] = ()
+
+
+def discover_postgres(client: Client, stack: Stack, *, service: str = AUTO,
+                      database: str = AUTO) -> PgTarget:
+    """Find the PostgreSQL service, its application database and that database's owner.
+
+    The service is the project's only ``postgres`` role (or the one named). Inside it,
+    ``psql`` connects over the local socket as ``$POSTGRES_USER`` (the official image's
+    superuser) or ``postgres``, and lists the databases: the one that is neither a template nor
+    ``postgres`` is the application's (or the one named); its owner is the user.
+
+    Args:
+        client: A connected client.
+        stack: The discovered project (:func:`opslib.engine.discover`).
+        service: ``"auto"`` or a service name (the runbook's ``db_service``).
+        database: ``"auto"`` or a database name (the runbook's ``database``).
+
+    Returns:
+        The :class:`PgTarget`.
+
+    Raises:
+        RoleNotFound: No (or several) PostgreSQL services and none named.
+        BadParameter: Several application databases and none named, or the named one is absent.
+        CommandFailed: psql could not list the databases.
+    """
+    name = stack.pick("postgres", service, param="db_service")
+    env = stack.env.get(name, {})
+    superuser = env.get("POSTGRES_USER") or "postgres"
+    container = service_container(client, stack.project, name)
+    res = exec_in_container(client, container, [
+        "psql", "-X", "-q", "-A", "-t", "-F", "\t", "-U", superuser, "-d", "postgres", "-c",
+        "SELECT datname, pg_get_userbyid(datdba) FROM pg_database WHERE NOT datistemplate "
+        "ORDER BY datname"])
+    owners = dict(line.split("\t", 1) for line in res.stdout.splitlines() if "\t" in line)
+    apps = sorted(d for d in owners if d != "postgres")
+    if database and database != AUTO:
+        if database not in owners:
+            raise BadParameter("database", database, "a database of service " + repr(name),
+                               sorted(owners))
+        chosen = database
+    elif len(apps) <= 1:
+        chosen = apps[0] if apps else "postgres"
+    else:
+        raise BadParameter("database", database, f"one of the databases of {name!r}: set "
+                           "-p database <name>", apps)
+    return PgTarget(name, chosen, owners.get(chosen) or superuser, tuple(sorted(owners)))
+
+
 def take_backup(
     client: Client,
     project: str,
@@ -283,7 +349,8 @@ def take_backup(
             CPU-bound).
         checksum_max_rows: Tables with at most this many rows get a content checksum.
         app_queries: Name -> SELECT answered at backup time and compared after a restore
-            (default :data:`SHOP_APP_QUERIES`; a query that fails here is recorded and skipped).
+            (default none; the demo's are :data:`opslib.demo.SHOP_APP_QUERIES`; a query that
+            fails here is recorded and skipped).
         timeout_s: Seconds to wait for any single answer from the database.
 
     Returns:
@@ -302,7 +369,7 @@ def take_backup(
     if container.status != "running":
         raise CommandFailed(["pg_dump"], -1, f"service {service!r} is {container.status}; "
                             "start it first", container.name)
-    queries = dict(SHOP_APP_QUERIES if app_queries is None else app_queries)
+    queries = dict(app_queries or {})
     started = _utcnow()
     target = _unique_path(folder, f"{project}-{database}-{started.strftime(_TS_FORMAT)}", ".dump")
     partial = target.with_name(target.name + PARTIAL_SUFFIX)

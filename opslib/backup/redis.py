@@ -229,9 +229,14 @@ def snapshot_redis(
     return Backup(target, manifest)
 
 
-def persistence_checks(persistence: pd.DataFrame) -> pd.DataFrame:
+def persistence_checks(persistence: pd.DataFrame | None, not_run: str = "") -> pd.DataFrame:
     """The runbook's checks of a :func:`redis_persistence` frame (name, ok, detail):
-    ``redis_aof_enabled`` and ``redis_persistence_ok``."""
+    ``redis_aof_enabled`` and ``redis_persistence_ok``; both "not run" (``ok`` None, detail
+    ``not_run``) when there is no frame because the project has no Redis."""
+    if persistence is None:
+        return pd.DataFrame([("redis_aof_enabled", None, not_run),
+                             ("redis_persistence_ok", None, not_run)],
+                            columns=["name", "ok", "detail"])
     failing = persistence.loc[~persistence["ok"], "item"].tolist()
     aof = bool(persistence.set_index("item").loc["aof_enabled", "ok"])
     return pd.DataFrame([

@@ -381,12 +381,23 @@ def compose_files_param(value: str | Sequence[str | Path], stack: Stack) -> list
 
     Returns:
         The files; relative names resolve against the project's working directory.
+
+    Raises:
+        BadParameter: No file is known, or one does not exist on this machine.
     """
     if isinstance(value, str):
         items = [] if value in ("", AUTO) else [v.strip() for v in value.split(",") if v.strip()]
     else:
         items = [str(v) for v in value]
-    if not items:
-        return [Path(f) for f in stack.compose_files]
     base = Path(stack.working_dir) if stack.working_dir else Path.cwd()
-    return [p if p.is_absolute() else base / p for p in map(Path, items)]
+    paths = ([Path(f) for f in stack.compose_files] if not items else
+             [p if p.is_absolute() else base / p for p in map(Path, items)])
+    missing = [str(p) for p in paths if not p.is_file()]
+    if not paths or missing:
+        found = ", ".join(stack.compose_files) or "none recorded in its labels"
+        raise BadParameter(
+            "compose_file", value if isinstance(value, str) else ",".join(items),
+            f"the compose file(s) of project {stack.project!r} readable here (the project was "
+            f"started with: {found}; missing here: {', '.join(missing) or '-'}). On a remote "
+            "engine, pass local copies: -p compose_file a.yaml,b.yaml")
+    return paths

@@ -23,10 +23,13 @@ from __future__ import annotations
 
 from opslib.demo import DEMO_BASE_URL
 from opslib.loadtest.analysis import (
+    EXAMPLE_SOURCE,
     Comparison,
     compare_runs,
     error_breakdown,
     k6_percentile,
+    no_results_reason,
+    not_run_checks,
     over_time,
     resolve_source,
     summarize,
@@ -48,6 +51,7 @@ from opslib.loadtest.thresholds import Threshold, evaluate_thresholds, parse_thr
 
 __all__ = [
     "DEMO_BASE_URL",
+    "EXAMPLE_SOURCE",
     "OVERALL",
     "STATS_COLUMNS",
     "Bottleneck",
@@ -66,6 +70,8 @@ __all__ = [
     "find_bottleneck",
     "k6_percentile",
     "load_results",
+    "no_results_reason",
+    "not_run_checks",
     "over_time",
     "parse_thresholds",
     "read_jmeter_jtl",

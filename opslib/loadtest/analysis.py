@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -13,10 +15,13 @@ from opslib.exceptions import BadParameter
 from opslib.loadtest.data import OVERALL, STATS_COLUMNS, LoadTestData
 
 __all__ = [
+    "EXAMPLE_SOURCE",
     "Comparison",
     "compare_runs",
     "error_breakdown",
     "k6_percentile",
+    "no_results_reason",
+    "not_run_checks",
     "over_time",
     "resolve_source",
     "summarize",
@@ -29,11 +34,15 @@ _ROOT = demo.REPO_ROOT
 
 
 
-def resolve_source(source: str | Path = "") -> Path:
+#: The ``source`` value that names the committed k6 example run (the demo's sample data).
+EXAMPLE_SOURCE = "example"
+
+
+def resolve_source(source: str | Path) -> Path:
     """The results path a runbook should read.
 
     Args:
-        source: A file or folder; empty means the committed k6 example run
+        source: A file or folder, or ``"example"`` for the committed k6 example run
             (:func:`opslib.demo.sample_k6_results`). A relative path is looked up in the current
             folder, then at the repository root (notebooks run in ``notebooks/``).
 
@@ -41,10 +50,13 @@ def resolve_source(source: str | Path = "") -> Path:
         The path.
 
     Raises:
-        BadParameter: It does not exist.
+        BadParameter: Nothing given, or it does not exist.
     """
-    if not str(source):
+    if str(source) == EXAMPLE_SOURCE:
         return demo.sample_k6_results()
+    if not str(source):
+        raise BadParameter("source", "", "a results file or folder (k6 NDJSON or summary "
+                           f"export, Locust CSV prefix, JMeter JTL), or {EXAMPLE_SOURCE!r}")
     path = Path(source).expanduser()
     if not path.is_absolute() and not path.exists() and (_ROOT / path).exists():
         path = _ROOT / path
@@ -52,6 +64,22 @@ def resolve_source(source: str | Path = "") -> Path:
         raise BadParameter("source", str(source), "an existing results file or folder (k6 "
                            "NDJSON or summary export, Locust CSV prefix, JMeter JTL)")
     return path.absolute()
+
+
+def no_results_reason() -> str:
+    """Why the SLO checks did not run when neither results nor a k6 run were given."""
+    return ("no load-test results given: pass -p source <k6 --out json NDJSON, summary export, "
+            f"Locust CSV prefix or JMeter JTL>, -p source {EXAMPLE_SOURCE} for the committed "
+            "example run, or -p run_k6 true on the demo stack")
+
+
+def not_run_checks(thresholds: Sequence[Any], reason: str) -> Any:
+    """One "not run" check per SLO threshold (name ``slo <threshold>``, ``ok`` None), as a
+    pandas frame for ``report.record_checks``."""
+    import pandas as pd
+
+    return pd.DataFrame([(f"slo {getattr(t, 'source', t)}", None, reason) for t in thresholds],
+                        columns=["name", "ok", "detail"])
 
 
 # --- k6 statistics ---------------------------------------------------------------------------

@@ -141,7 +141,7 @@ def plan_limits(
     state: pd.DataFrame,
     *,
     project: str,
-    compose_file: str | Path,
+    compose_file: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     include_lower: bool = False,
     services: Sequence[str] | None = None,
@@ -156,7 +156,7 @@ def plan_limits(
         recommendations: A frame from :func:`recommend` (edit values before planning if needed).
         state: A frame from :func:`current_state` (the live values, kept for rollback).
         project: Compose project name.
-        compose_file: The project's compose file.
+        compose_file: The project's compose file, or its files in merge order.
         out_dir: The run's output folder; the override and the journal are written there.
         include_lower: Also lower limits that are more than twice the recommendation.
         services: Only these services (default: every service that needs a change).
@@ -168,8 +168,9 @@ def plan_limits(
         PlanError: A named service has no recommendation, or a target is invalid
             (reservation above limit).
     """
-    base_file = Path(compose_file).resolve()
-    model = compose_config(base_file, project)
+    base_files = [Path(f).resolve() for f in ([compose_file] if isinstance(compose_file, str | Path)
+                                              else compose_file)]
+    model = compose_config(base_files, project)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     wanted = {"set", "raise"} | ({"lower"} if include_lower else set())
@@ -232,7 +233,7 @@ def plan_limits(
     actions = pd.DataFrame(rows, columns=[
         "service", "memory_limit", "previous_memory_limit", "memory_reservation",
         "previous_memory_reservation", "cpus", "previous_cpus", "why"])
-    plan = LimitsPlan(project=project, compose_files=[base_file],
+    plan = LimitsPlan(project=project, compose_files=base_files,
                       override_path=out / OVERRIDE_NAME, journal_path=out / JOURNAL_NAME,
                       actions=actions, entries=entries, previous=previous, base_model=model)
     plan.override_yaml = _write_override(plan, entries)

@@ -140,7 +140,8 @@ def host_cpus(client: Client) -> int:
 
 
 def current_state(
-    client: Client, project: str, compose_file: str | Path, *, with_throttling: bool = True
+    client: Client, project: str, compose_file: str | Path | Sequence[str | Path], *,
+    with_throttling: bool = True
 ) -> pd.DataFrame:
     """Live limits of each container next to what the compose file declares, with flags.
 

@@ -35,7 +35,8 @@ def drill_objects(client: Any, run_id: str = "") -> list[str]:
 def good_backup(docker_client: Any, shop: str, tmp_path_factory: pytest.TempPathFactory
                 ) -> bk.Backup:
     """One real backup of the seeded shop database, shared by the tests of this module."""
-    return bk.take_backup(docker_client, shop, backup_dir=tmp_path_factory.mktemp("backups"))
+    return bk.take_backup(docker_client, shop, backup_dir=tmp_path_factory.mktemp("backups"),
+                          app_queries=bk.SHOP_APP_QUERIES)
 
 
 def copy_backup(b: bk.Backup, folder: Path, name: str) -> Path:
@@ -256,11 +257,13 @@ def test_notebook_drill_records_rto_and_rpo(docker_client: Any, shop: str,
     out = tmp_path / "out.ipynb"
     pm.execute_notebook(str(NOTEBOOK), str(out), cwd=str(ROOT / "notebooks"),
                         parameters={"project": shop, "backup_dir": str(tmp_path / "backups"),
-                                    "output_dir": str(tmp_path)},
+                                    "output_dir": str(tmp_path), "demo_data": True},
                         kernel_name="python3", progress_bar=False)
     res = results_from_notebook(out)
     checks = {c["name"]: c for c in res["checks"]}
     assert checks["drill_verified"]["ok"], checks["drill_verified"]["detail"]
+    assert (res["records"]["db_service"], res["records"]["database"]) == ("db", "shop")
+    assert res["records"]["cache_service"] == "cache"
     assert checks["rto_within_target"]["ok"] and checks["rpo_within_target"]["ok"]
     assert checks["redis_aof_enabled"]["ok"]
     assert 0 < res["records"]["rto_s"] < 14400

@@ -114,7 +114,8 @@ def test_notebook_default_run_and_baseline(tmp_path: Path) -> None:
     fixture = ROOT / "tests" / "fixtures" / "loadtest"
     papermill.execute_notebook(
         str(NOTEBOOK), str(out_nb), cwd=str(ROOT / "notebooks"), kernel_name="python3",
-        parameters={"output_dir": str(tmp_path), "baseline": str(fixture / "k6-summary.json"),
+        parameters={"output_dir": str(tmp_path), "source": "example",
+                    "baseline": str(fixture / "k6-summary.json"),
                     "thresholds": "p(95)<500,rate<0.01,p(90)<20"},
         progress_bar=False,
     )

@@ -620,7 +620,9 @@ def test_run_bounds(tmp_path: Path) -> None:
 
 
 def test_resolve_source(tmp_path: Path) -> None:
-    assert lt.resolve_source("") == K6
+    assert lt.resolve_source("example") == K6
+    with pytest.raises(BadParameter):
+        lt.resolve_source("")  # nothing given is not the example: the check is not run
     assert lt.resolve_source("tests/fixtures/loadtest/jmeter.jtl") == JTL
     with pytest.raises(BadParameter):
         lt.resolve_source(tmp_path / "nope.ndjson")
