@@ -41,7 +41,7 @@ EXPECTED: dict[str, set[str]] = {
         "write_hardening_files",
     },
     "opslib.backup": {
-        "PgTarget", "discover_postgres",
+        "PgTarget", "discover_postgres", "dr_playbook",
         "Backup", "DRILL_LABEL", "DRILL_RUN_LABEL", "DrillResult", "MANIFEST_FORMAT",
         "RecoveryObjectives", "SHOP_APP_QUERIES", "apply_retention", "cleanup_scratch",
         "deletes_planned", "drill_history", "list_backups", "load_drill", "load_manifest",

@@ -43,6 +43,7 @@ from opslib.backup.objectives import (
     rto_statement,
     timeline_figure,
 )
+from opslib.backup.playbook import dr_playbook
 from opslib.backup.postgres import PgTarget, discover_postgres, take_backup
 from opslib.backup.redis import persistence_checks, redis_persistence, snapshot_redis
 from opslib.backup.retention import apply_retention, deletes_planned, plan_retention
@@ -62,6 +63,7 @@ __all__ = [
     "cleanup_scratch",
     "deletes_planned",
     "discover_postgres",
+    "dr_playbook",
     "drill_history",
     "list_backups",
     "load_drill",

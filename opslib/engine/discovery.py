@@ -96,6 +96,7 @@ class ServiceInfo:
         published: Ports published on the host.
         env_names: Names (never values) of the environment variables.
         command: Entrypoint and command as one string.
+        volumes: Names of the named volumes mounted in its first container.
     """
 
     name: str
@@ -110,6 +111,7 @@ class ServiceInfo:
     published: tuple[PublishedPort, ...]
     env_names: tuple[str, ...]
     command: str
+    volumes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -362,7 +364,9 @@ def discover(client: Client, project: str) -> Stack:
         services.append(ServiceInfo(
             name, tuple(str(c.name) for c in group), image, role, why,
             str((attrs.get("State") or {}).get("Status") or ""), health, check, exposed,
-            published, tuple(sorted(env)), command))
+            published, tuple(sorted(env)), command,
+            tuple(str(m.get("Name")) for m in attrs.get("Mounts") or []
+                  if m.get("Type") == "volume" and m.get("Name"))))
         envs[name] = env
         labels = group[0].labels
         workdir = workdir or str(labels.get(WORKDIR_LABEL) or "")

@@ -78,7 +78,7 @@ def assert_only_ledger(results: dict[str, Any], page: str) -> None:
     values = set(_strings({"records": results.get("records"), "checks": results.get("checks")}))
     assert not values & DEMO_SERVICES, sorted(values & DEMO_SERVICES)
     assert not _cells(page) & DEMO_SERVICES, sorted(_cells(page) & DEMO_SERVICES)
-    hits = DEMO_PATTERN.findall(page) + DEMO_PATTERN.findall(json.dumps(results))
+    hits = [m.group(0) for text in (page, json.dumps(results)) for m in DEMO_PATTERN.finditer(text)]
     assert not hits, hits[:5]
 
 
@@ -93,6 +93,9 @@ def test_runbook_runs_on_another_stack_and_reports_only_its_services(
     code, results, page = _run(runbook, tmp_path, "--timeout", "600")
     assert code in (0, 2), (runbook, code, results.get("exit_reason"))
     assert_only_ledger(results, page)
+    if runbook == "load-test-analysis":  # no results given: its SLO checks are not run
+        assert {c["status"] for c in results["checks"]} == {"not_run"}
+        return
     # The report names the ledger's own services somewhere (it looked at this project).
     assert _cells(page) & LEDGER_SERVICES or set(_strings(results)) & LEDGER_SERVICES
 

@@ -220,7 +220,8 @@ def test_hardening_override_removes_findings_and_rolls_back(
 def test_security_audit_notebook_records_categories(shop: str, tmp_path: Path) -> None:
     out_nb = tmp_path / "security-audit.ipynb"
     pm.execute_notebook(str(ROOT / "notebooks" / "security-audit.ipynb"), str(out_nb),
-                        parameters={"project": shop, "output_dir": str(tmp_path / "run")},
+                        parameters={"project": shop, "output_dir": str(tmp_path / "run"),
+                                    "demo_data": True},
                         cwd=str(ROOT / "notebooks"), progress_bar=False)
     res = results_from_notebook(out_nb)
     cats = res["records"]["findings_by_category"]
@@ -235,3 +236,17 @@ def test_security_audit_notebook_records_categories(shop: str, tmp_path: Path) -
     assert not (tmp_path / "run" / "hardening-journal.jsonl").exists()  # apply=False
     _assert_no_secret(out_nb.read_text(),
                       *(p.read_text() for p in (tmp_path / "run").iterdir()))
+
+
+def test_security_audit_without_demo_data_never_shows_sample_reports(shop: str,
+                                                                      tmp_path: Path) -> None:
+    out_nb = tmp_path / "security-audit.ipynb"
+    pm.execute_notebook(str(ROOT / "notebooks" / "security-audit.ipynb"), str(out_nb),
+                        parameters={"project": shop, "output_dir": str(tmp_path / "run")},
+                        cwd=str(ROOT / "notebooks"), progress_bar=False)
+    res = results_from_notebook(out_nb)
+    checks = {c["name"]: c for c in res["checks"]}
+    assert checks["no_fixable_critical"]["status"] == "not_run"
+    assert checks["tenant_isolation"]["status"] == "not_run"
+    assert res["records"]["findings_by_category"]["vulns"]["total"] == 0
+    assert "CVE-2024-45490" not in out_nb.read_text()  # the committed sample report's CVE
