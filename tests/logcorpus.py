@@ -208,3 +208,17 @@ def assert_matches(a: lp.LogAnalysis, ref_lines: list[dict[str, Any]]) -> None:
     counts = {k[2]: v[0] for k, v in got["top"].items()}
     for template, count in TEMPLATES.items():
         assert counts.get(template) == count, (template, counts.get(template))
+
+
+def assert_reader_matches(path: Path, ref: list[dict[str, Any]], batch_bytes: int) -> None:
+    """The reader's decoded text, and each line's level, status class and message (the regex
+    path), equal the stdlib reference line by line."""
+    from opslib.logs.parse import DockerLogReader, classify
+
+    got = pl.concat(list(DockerLogReader(path, batch_bytes=batch_bytes).batches())).sort("line")
+    assert got["log"].to_list() == [x["log"] for x in ref]
+    escaped = pl.concat(list(DockerLogReader(path, batch_bytes=batch_bytes, decode=False)
+                             .batches())).sort("line")
+    c = classify(escaped, escaped=True).sort("line")
+    assert c.select("level", "status_class", "message").rows() == [
+        (x["level"], x["status_class"], x["message"]) for x in ref]

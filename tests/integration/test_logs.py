@@ -26,14 +26,13 @@ from typing import Any
 
 import logcorpus
 import papermill as pm
-import polars as pl
 import pytest
 import yaml
 
 from opslib import engine as od
 from opslib import logs
 from opslib.logs import _native
-from opslib.logs.parse import DockerLogReader, analyse_files, classify
+from opslib.logs.parse import analyse_files
 from opslib.redact import MASK, redact_text
 from opslib.report import results_from_notebook
 
@@ -285,13 +284,7 @@ def test_dockerd_written_corpus_matches_the_stdlib_json_decoder(
     assert len(ref) == sum(repeat for _, repeat, _ in logcorpus.corpus())
     assert sum(x["entries"] > 1 for x in ref) == 2
     for batch_bytes in (4096, 1 << 20):
-        got = pl.concat(list(DockerLogReader(path, batch_bytes=batch_bytes).batches())).sort("line")
-        assert got["log"].to_list() == [x["log"] for x in ref]
-        escaped = pl.concat(list(DockerLogReader(path, batch_bytes=batch_bytes, decode=False)
-                                 .batches())).sort("line")
-        c = classify(escaped, escaped=True).sort("line")
-        assert c.select("level", "status_class", "message").rows() == [
-            (x["level"], x["status_class"], x["message"]) for x in ref]
+        logcorpus.assert_reader_matches(path, ref, batch_bytes)
         a = analyse_files([("writer", path)], batch_bytes=batch_bytes, top_n=500)
         logcorpus.assert_matches(a, ref)
         assert a.malformed_count == 0 and a.files["partial_entries"].item() >= 2

@@ -716,15 +716,8 @@ def test_escaped_messages_match_the_json_decoder(tmp_path: Path, batch_bytes: in
     assert "\\u003cimg src=x" in raw and "q=a\\u0026page=2" in raw  # as dockerd writes them
     ref = logcorpus.reference_lines(path)
     assert sum(x["entries"] > 1 for x in ref) == 2  # the long lines were split
-    # The reader's decoded text, line by line.
-    got = pl.concat(list(DockerLogReader(path, batch_bytes=batch_bytes).batches())).sort("line")
-    assert got["log"].to_list() == [x["log"] for x in ref]
-    # Level, status class and message of each line (the regex path, line by line).
-    escaped = pl.concat(list(DockerLogReader(path, batch_bytes=batch_bytes, decode=False)
-                             .batches())).sort("line")
-    c = classify(escaped, escaped=True).sort("line")
-    assert c.select("level", "status_class", "message").rows() == [
-        (x["level"], x["status_class"], x["message"]) for x in ref]
+    # The reader's decoded text, and level, status class and message of each line.
+    logcorpus.assert_reader_matches(path, ref, batch_bytes)
     # And the aggregates of the whole analysis.
     for workers in (0, 2):
         a = analyse_files([("api", path)], batch_bytes=batch_bytes, workers=workers, top_n=500)
