@@ -90,6 +90,10 @@ DEMO_USER = "alice"
 DEMO_PASSWORD = "demo"
 
 
+#: The demo's sample data (``demo/samples/README.md``); it exists only in a checkout.
+SAMPLES = REPO_ROOT / "demo" / "samples"
+
+
 def _in_checkout(path: Path, what: str) -> Path:
     if not path.exists():
         raise BadParameter(what, "", f"an explicit path: the demo sample {path} exists only "
@@ -98,12 +102,12 @@ def _in_checkout(path: Path, what: str) -> Path:
 
 
 def sample_vuln_reports() -> list[Path]:
-    """The small trivy and grype reports of the demo images (committed with the tests).
+    """The small trivy and grype reports of the demo images (``demo/samples/``).
 
     Raises:
         BadParameter: Not an opslib checkout (an installed wheel has no samples): pass reports.
     """
-    folder = _in_checkout(REPO_ROOT / "tests" / "fixtures" / "audit", "vuln_reports")
+    folder = _in_checkout(SAMPLES, "vuln_reports")
     return sorted(folder.glob("*-shop-*.json"))
 
 
@@ -113,7 +117,7 @@ def sample_k6_results() -> Path:
     Raises:
         BadParameter: Not an opslib checkout (an installed wheel has no samples): pass a source.
     """
-    return _in_checkout(REPO_ROOT / "tests" / "fixtures" / "loadtest" / "k6.ndjson", "source")
+    return _in_checkout(SAMPLES / "k6.ndjson", "source")
 
 
 #: Application queries of the demo shop, answered at backup time and again after a restore. The

@@ -17,7 +17,7 @@ from opslib.audit import vulns
 from opslib.exceptions import BadInputFormat, BadParameter, ToolMissing
 from opslib.redact import fingerprint, redact_text
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "audit"
+FIXTURES = Path(__file__).resolve().parents[2] / "demo" / "samples"
 TRIVY = FIXTURES / "trivy-shop-api.json"
 GRYPE = FIXTURES / "grype-shop-db.json"
 

@@ -21,7 +21,7 @@ from opslib import loadtest as lt
 from opslib.exceptions import BadInputFormat, BadParameter
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "loadtest"
-K6 = FIX / "k6.ndjson"
+K6 = Path(__file__).resolve().parents[2] / "demo" / "samples" / "k6.ndjson"
 K6_GZ = FIX / "k6.ndjson.gz"
 K6_SUMMARY = FIX / "k6-summary.json"
 LOCUST = FIX / "locust_stats.csv"
