@@ -19,12 +19,12 @@ help:
 	@echo "make stack  - only build/start the demo stack and load its data"
 
 # The virtualenv is rebuilt only when pyproject.toml, the lock or the C log scanner changes. Every
-# package comes from requirements.lock (pinned, hash-checked; refresh it with scripts/lock.sh);
+# package comes from requirements.txt (pinned, hash-checked; refresh it with scripts/lock.sh);
 # opslib itself is installed editable on top without resolving anything again, and its build hook
 # (hatch_build.py) compiles opslib/logs/_logscan.c when a C compiler is there.
-$(BIN)/.installed: pyproject.toml requirements.lock hatch_build.py opslib/logs/_logscan.c
+$(BIN)/.installed: pyproject.toml requirements.txt hatch_build.py opslib/logs/_logscan.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --require-hashes -r requirements.lock 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(BIN)/python -m pip install -q --require-hashes -r requirements.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(BIN)/python -c 'from opslib.logs import _native; print(_native.describe())'
