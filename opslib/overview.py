@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from opslib.engine import Client, Stack, inspect_facts
+from opslib.engine import Client, Stack, inspect_facts, worst_health
 
 __all__ = [
     "health_check",
@@ -128,17 +128,9 @@ def restart_table(stack: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return stack[cols], "No restarts, no OOM kills"
 
 
-_WORST = ("not running", "unhealthy", "starting", "no healthcheck", "healthy")
-
-
 def health_states(stack: pd.DataFrame) -> dict[str, str]:
     """Per service, the worst health of its containers (from :func:`stack_overview`)."""
-    rank = {h: i for i, h in enumerate(_WORST)}
-    out: dict[str, str] = {}
-    for svc, health in zip(stack["service"], stack["health"], strict=True):
-        if svc not in out or rank.get(health, 0) < rank.get(out[svc], 0):
-            out[str(svc)] = str(health)
-    return dict(sorted(out.items()))
+    return {str(svc): worst_health(group) for svc, group in stack.groupby("service")["health"]}
 
 
 def services_without_healthcheck(stack: pd.DataFrame) -> list[str]:

@@ -13,7 +13,7 @@ import opslib
 EXPECTED: dict[str, set[str]] = {
     "opslib.engine": {
         "AUTO", "HEALTH_STATES", "ROLES", "PublishedPort", "ServiceInfo", "Stack",
-        "compose_files_param", "detect_role", "discover", "health_state",
+        "compose_files_param", "detect_role", "discover", "health_state", "worst_health",
         "CONFIG_FILES_LABEL", "Client", "ExecResult", "NUMBER_LABEL", "ONEOFF_LABEL",
         "PROJECT_LABEL", "SERVICE_LABEL", "STATS_COLUMNS", "WORKDIR_LABEL", "compose",
         "compose_config", "compose_files_of", "connect", "container_diff", "container_logs",

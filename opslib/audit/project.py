@@ -238,17 +238,17 @@ def audit_checks(
                        f"{len(tenant) - len(failed)} of {len(tenant)} cross-tenant probes refused "
                        "as expected" + (": failed " + ", ".join(failed["probe"]) if len(failed)
                                         else "")))
-    have = {name for name, _, _ in checks}
-    for name in ("no_fixable_critical", "tenant_isolation"):
-        if name not in have and (not_run or {}).get(name):
-            checks.append((name, True, ""))  # did not run at all: the reason replaces it below
+    reasons = dict(not_run or {})
     done: list[tuple[str, bool | None, str]] = []
     for name, ok, detail in checks:
-        reason = (not_run or {}).get(name)
+        reason = reasons.pop(name, "")
         if reason and ok:
             done.append((name, None, reason))
         else:
             done.append((name, ok, f"{detail} ({reason})" if reason else detail))
+    # Checks that did not run at all (no vulnerability report, no tenant logins).
+    done += [(name, None, reason) for name, reason in reasons.items()
+             if name in ("no_fixable_critical", "tenant_isolation") and reason]
     return pd.DataFrame(done, columns=["name", "ok", "detail"])
 
 

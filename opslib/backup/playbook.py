@@ -8,6 +8,7 @@ that shows the demo's commands for another stack would send an SRE down the wron
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,8 +19,11 @@ from opslib.engine import Stack
 
 __all__ = ["dr_playbook"]
 
-#: The playbook with ``$project``, ``$db``, ``$database`` ... placeholders (package data).
-_TEMPLATE = string.Template((Path(__file__).with_name("playbook.md")).read_text())
+@functools.cache
+def _template() -> string.Template:
+    """The playbook with ``$project``, ``$db``, ``$database`` ... placeholders (package data),
+    read once, when a playbook is first asked for (not at import)."""
+    return string.Template(Path(__file__).with_name("playbook.md").read_text())
 
 
 def dr_playbook(stack: Stack, pg: PgTarget, *, cache: str | None,
@@ -44,7 +48,7 @@ def dr_playbook(stack: Stack, pg: PgTarget, *, cache: str | None,
     writers = [s.name for s in stack.services if s.role in ("http", "nginx")]
     db = stack.service(pg.service)
     endpoint = stack.http_endpoint() or "the application's public URL"
-    return _TEMPLATE.safe_substitute(
+    return _template().safe_substitute(
         project=stack.project,
         files=" ".join(f"-f {f}" for f in compose_files),
         db=pg.service, database=pg.database, user=pg.user,

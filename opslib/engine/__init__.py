@@ -45,6 +45,7 @@ from opslib.engine.discovery import (
     detect_role,
     discover,
     health_state,
+    worst_health,
 )
 from opslib.engine.objects import (
     container_diff,
@@ -143,4 +144,5 @@ __all__ = [
     "snapshot_stats",
     "unpause",
     "wait_healthy",
+    "worst_health",
 ]

@@ -35,6 +35,7 @@ __all__ = [
     "detect_role",
     "discover",
     "health_state",
+    "worst_health",
 ]
 
 #: The parameter value that means "find it from the project".
@@ -326,6 +327,12 @@ _HEALTH_RANK = {h: i for i, h in enumerate(("not running", "unhealthy", "startin
                                             "no healthcheck", "healthy"))}
 
 
+def worst_health(states: Iterable[str]) -> str:
+    """The worst of several :data:`HEALTH_STATES` (not running < unhealthy < starting < no
+    healthcheck < healthy): a service is as healthy as its worst container."""
+    return min(states, key=lambda h: _HEALTH_RANK.get(h, 0), default="not running")
+
+
 def discover(client: Client, project: str) -> Stack:
     """Read a compose project from the engine: services, roles, health, ports, compose files.
 
@@ -360,7 +367,7 @@ def discover(client: Client, project: str) -> Stack:
         role, why = detect_role(image, command, exposed, env)
         test = (cfg.get("Healthcheck") or {}).get("Test") or []
         check = "" if not test or test[0] == "NONE" else " ".join(str(t) for t in test[1:])
-        health = min((health_state(c.attrs) for c in group), key=lambda h: _HEALTH_RANK[h])
+        health = worst_health(health_state(c.attrs) for c in group)
         services.append(ServiceInfo(
             name, tuple(str(c.name) for c in group), image, role, why,
             str((attrs.get("State") or {}).get("Status") or ""), health, check, exposed,
