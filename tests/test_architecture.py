@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "opslib"
-DOMAINS = ("audit", "backup", "logs", "resources", "loadtest", "overview")
+DOMAINS = ("audit", "backup", "logs", "resources", "loadtest", "overview", "scorecard")
 #: Modules every layer may import; they import no domain, no runbook and no docker-py.
 BASE = ("exceptions", "redact", "journal", "_plan", "demo", "engine")
 MAX_LINES = 800

@@ -68,6 +68,12 @@ EXPECTED: dict[str, set[str]] = {
         "round_memory", "sample_with_load", "service_role", "services_without_limits",
         "usage_figure", "usage_summary", "validate_override",
     },
+    "opslib.scorecard": {
+        "CATEGORIES", "DEFAULT_FRESHNESS_DAYS", "DEFAULT_RULES", "RISK_WEIGHTS",
+        "SCORECARD_RUNBOOK", "CategoryScore", "Evidence", "Rule", "RuleResult", "Scorecard",
+        "category_checks", "compute_scorecard", "load_history", "project_of", "projects_in",
+        "scorecard_trend", "stars_figure", "stars_text", "trend_figure",
+    },
     "opslib.loadtest": {
         "Bottleneck", "Comparison", "DEMO_BASE_URL", "K6Run", "LoadTestData", "LocustRun",
         "OVERALL", "STATS_COLUMNS", "Threshold", "chart_latency_distribution",

@@ -24,6 +24,7 @@ from typing import Any
 
 from opslib.exceptions import BadParameter, OpslibError
 from opslib.redact import redact_text
+from opslib.scorecard import SCORECARD_RUNBOOK
 
 __all__ = ["build_parser", "main"]
 
@@ -64,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild outputs/index.html from every run")
     rep.add_argument("--outputs", type=Path, help="run folders root (default <repo>/outputs)")
 
+    card = sub.add_parser("scorecard", help="the 5-star scorecard of a project, from its runs",
+                          description="Compute the checklist's 5-star scorecard from the run "
+                          "history. Exit 2 when --min-stars is given and a category is below it "
+                          "(a category not assessed is below any minimum).")
+    card.add_argument("--project", help="compose project (default: every project in the history)")
+    card.add_argument("--outputs", type=Path, help="run folders root (default <repo>/outputs)")
+    card.add_argument("--min-stars", type=int, default=0, metavar="N",
+                      help="exit 2 when a category has fewer than N stars (0-5)")
+    card.add_argument("--freshness-days", type=float, default=30.0, metavar="DAYS",
+                      help="evidence older than this stops counting (default 30)")
+    card.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     sch = sub.add_parser("schedule", help="print a crontab line and systemd units for a runbook")
     sch.add_argument("runbook", help="runbook name in notebooks/, or an .ipynb path")
     sch.add_argument("--every", required=True, help="interval: 15m, 30m, 1h, 6h, 1d ...")
@@ -95,7 +108,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.notify:
         schedule.validate_notify_urls(args.notify)
     if args.all:
-        infos = runner.list_runbooks(args.notebooks)
+        # The scorecard reads the other runs' evidence, so it runs after them.
+        infos = sorted(runner.list_runbooks(args.notebooks),
+                       key=lambda i: i.name == SCORECARD_RUNBOOK)
         if not infos:
             raise BadParameter("--all", str(args.notebooks or "notebooks/"), "a folder holding "
                                "runbook notebooks")
@@ -151,6 +166,39 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_scorecard(args: argparse.Namespace) -> int:
+    import json
+
+    from opslib import scorecard
+    from opslib.runbook import runner
+
+    if not 0 <= args.min_stars <= 5:
+        raise BadParameter("--min-stars", args.min_stars, "an integer from 0 to 5")
+    outputs = args.outputs or runner.find_root() / "outputs"
+    history = scorecard.load_history(outputs)
+    projects = [args.project] if args.project else scorecard.projects_in(history)
+    if not projects:
+        raise BadParameter("--outputs", str(outputs), "a folder holding runs (opslib run ...)")
+    code, out = 0, []
+    for project in projects:
+        card = scorecard.compute_scorecard(history, project, freshness_days=args.freshness_days)
+        below = card.below(args.min_stars) if args.min_stars else []
+        code = 2 if below else code
+        if args.json:
+            out.append({**card.to_dict(), "below_min_stars": [c.key for c in below]})
+            continue
+        print(f"{project}: overall {scorecard.stars_text(card.overall)} "
+              f"({len(card.assessed)} of {len(card.categories)} categories assessed, "
+              f"{card.runs_used} runs, proofs count {card.freshness_days:g} days)")
+        print(card.table().to_string(index=False))
+        for c in below:
+            print(f"opslib: {project}: {c.label} is {scorecard.stars_text(c.stars)}, below "
+                  f"{args.min_stars} stars", file=sys.stderr)
+    if args.json:
+        print(json.dumps(out if len(out) > 1 else out[0], indent=2))
+    return code
+
+
 def _cmd_schedule(args: argparse.Namespace) -> int:
     from opslib.runbook import runner, schedule
 
@@ -180,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``opslib`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     handler = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report,
-               "schedule": _cmd_schedule}[args.command]
+               "schedule": _cmd_schedule, "scorecard": _cmd_scorecard}[args.command]
     try:
         return handler(args)
     except BadParameter as exc:

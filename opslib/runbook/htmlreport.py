@@ -28,8 +28,8 @@ from typing import Any
 
 from opslib.runbook.report import FAIL, NOT_RUN, PASS, PLOTLY_MIME, RESULT_MIME, check_status
 
-__all__ = ["STATUS_COLOURS", "load_runs", "render_index", "render_report", "sparkline",
-           "write_index", "write_report"]
+__all__ = ["STATUS_COLOURS", "load_runs", "render_index", "render_report", "render_scorecards",
+           "sparkline", "write_index", "write_report"]
 
 _CHECK_CLASS = {PASS: "pass", FAIL: "fail", NOT_RUN: "notrun"}
 _CHECK_MARK = {PASS: "PASS", FAIL: "FAIL", NOT_RUN: "NOT RUN"}
@@ -61,6 +61,7 @@ table.dataframe,table.opslib-table{font-size:12.5px}
 .text_cell_render{margin-top:10px}
 a{color:#0969da}.muted{color:var(--muted)}
 svg.spark{vertical-align:middle}
+.stars{color:#bf8700;font-size:16px;letter-spacing:1px}
 """
 
 
@@ -314,8 +315,56 @@ def _key_results(run: dict[str, Any], limit: int = 4) -> str:
                        for k in names)
 
 
-def render_index(runs: list[dict[str, Any]], *, max_points: int = 30) -> str:
-    """The ``index.html`` page for ``runs`` (as returned by :func:`load_runs`)."""
+def _stars_cell(stars: Any) -> str:
+    if stars is None or (isinstance(stars, float) and stars != stars):
+        return '<span class="muted">not assessed</span>'
+    n = int(stars)
+    return f'<span class="stars" title="{n} of 5">{"★" * n}{"☆" * (5 - n)}</span>'
+
+
+def render_scorecards(outputs_dir: Path, *, max_points: int = 30) -> str:
+    """The index's first section: each project's scorecard now, with its trend (sparklines)."""
+    from opslib import scorecard
+
+    history = scorecard.load_history(outputs_dir)
+    parts = []
+    for project in scorecard.projects_in(history):
+        card = scorecard.compute_scorecard(history, project)
+        trend = scorecard.scorecard_trend(history, project, max_points=max_points)
+        rows = []
+        for c in card.categories:
+            vals = [float(v) for v in trend[c.key].tolist() if v is not None and v == v]
+            evidence = sorted({r.run.split(", ")[0] for r in c.results if r.run})[:3]
+            links = " · ".join(f'<a href="{_E(rel)}/report.html">{_E(rel.split("/")[0])}</a>'
+                               for rel in evidence)
+            nxt = "; ".join(r.rule.title for r in c.next_missing)
+            rows.append(
+                f"<tr><td>{_E(c.label)}</td><td>{_stars_cell(c.stars)}</td>"
+                f"<td>{sparkline(vals, 100, 20) if len(vals) > 1 else ''}</td>"
+                f"<td>{_E(nxt)}</td><td>{links}</td><td class=\"muted\">"
+                f"{_E(c.expires.strftime('%Y-%m-%d') if c.expires else '')}</td></tr>")
+        overall = [float(v) for v in trend["overall"].tolist() if v is not None and v == v]
+        parts.append(
+            f"<h3>{_E(project)}: overall {_stars_cell(card.overall)} "
+            f"{sparkline(overall, 120, 22) if len(overall) > 1 else ''}"
+            f' <span class="muted">({len(card.assessed)} of {len(card.categories)} categories '
+            f"assessed, proofs count for {card.freshness_days:g} days)</span></h3>"
+            "<table><tr><th>category</th><th>stars</th><th>trend</th><th>next star needs</th>"
+            f"<th>evidence</th><th>valid until</th></tr>{''.join(rows)}</table>")
+    if not parts:
+        return "<h2>Scorecard</h2><p class=\"muted\">(no runs yet: not assessed)</p>\n"
+    return "<h2>Scorecard</h2>\n" + "".join(parts) + "\n"
+
+
+def render_index(runs: list[dict[str, Any]], *, max_points: int = 30,
+                 scorecards: str = "") -> str:
+    """The ``index.html`` page for ``runs`` (as returned by :func:`load_runs`).
+
+    Args:
+        runs: The runs, newest first.
+        max_points: Points per sparkline.
+        scorecards: HTML of the scorecard section, shown first (see :func:`render_scorecards`).
+    """
     rows = []
     for r in runs:
         rel = _E(r["_rel"])
@@ -353,7 +402,7 @@ def render_index(runs: list[dict[str, Any]], *, max_points: int = 30) -> str:
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>opslib runs</title><style>{_CSS}</style></head>\n<body>\n"
         f"<h1>opslib runs</h1><p class=\"muted\">{len(runs)} runs · rebuilt {now}</p>"
-        f"<p>{summary}</p>\n"
+        f"<p>{summary}</p>\n{scorecards}"
         "<h2>Runs, newest first</h2>\n<table><tr><th>started (UTC)</th><th>runbook</th>"
         "<th>status</th><th>exit</th><th>duration</th><th>key results</th><th>files</th></tr>"
         f"{''.join(rows)}</table>\n"
@@ -365,5 +414,5 @@ def write_index(outputs_dir: str | Path) -> Path:
     root = Path(outputs_dir)
     root.mkdir(parents=True, exist_ok=True)
     path = root / "index.html"
-    _write(path, render_index(load_runs(root)))
+    _write(path, render_index(load_runs(root), scorecards=render_scorecards(root)))
     return path
